@@ -1,0 +1,40 @@
+# seqflow — every target sets up .venv first if it is missing (torch CPU wheel first, then the rest).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export RAY_TRAIN_V2_ENABLED ?= 1
+
+.PHONY: venv pipeline test test-fast bench ui serve clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+pipeline: $(STAMP)        ## run the whole flow on the embedded default (ARGS="hydra overrides")
+	$(VENV)/bin/seqflow pipeline $(ARGS)
+
+test: $(STAMP)            ## unit + integration tests (real Ray, MLflow, Prefect, DVC)
+	$(PY) -m pytest -q -ra tests
+
+test-fast: $(STAMP)       ## unit tests only
+	$(PY) -m pytest -q tests/unit
+
+bench: $(STAMP)           ## benchmarks (print side-by-side ratios)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+ui: $(STAMP)              ## MLflow UI on the project's store
+	$(VENV)/bin/seqflow ui
+
+serve: $(STAMP)           ## REST endpoint for the champion trigger-word model
+	$(VENV)/bin/seqflow serve models:/seqflow-trigger-word@champion
+
+clean:                    ## remove generated artefacts (keeps .venv and the DVC remote)
+	rm -rf shards ray_results mlartifacts mlflow.db .prefect

@@ -1,0 +1,136 @@
+"""``seqflow`` command line. Hydra overrides follow the command::
+
+    seqflow pipeline data.trigger_word="hey jarvis" ray.num_workers=2 trainer.max_epochs=3
+    seqflow detect clip.wav --model models:/seqflow-trigger-word@champion
+    seqflow ui
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="seqflow: orchestrated, versioned, distributed training for speech sequence models.")
+
+OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. data.trigger_word=hello trainer.max_epochs=3")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+
+def _tracking_uri(uri: Optional[str]) -> str:
+    if uri:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    from seqflow.config import load_config
+
+    return load_config([]).tracking.tracking_uri
+
+
+@app.command()
+def pipeline(overrides: Optional[List[str]] = OVERRIDES) -> None:
+    """Run the whole Prefect flow: prepare → validate → version → shard → train → evaluate → register."""
+    _setup_logging()
+    from seqflow.flow import run_pipeline
+
+    run_pipeline(overrides or [])
+
+
+@app.command()
+def prepare(overrides: Optional[List[str]] = OVERRIDES) -> None:
+    """Build the corpus and validate it (no versioning, no training)."""
+    _setup_logging()
+    from seqflow import stages
+    from seqflow.config import load_config
+
+    cfg = load_config(overrides or [])
+    stages.check_config(cfg)
+    typer.echo(f"manifest: {stages.prepare(cfg)}")
+    typer.echo(f"validate: {stages.validate(cfg)}")
+
+
+@app.command()
+def detect(
+    audio: List[str] = typer.Argument(..., help="WAV/FLAC/OGG files"),
+    model: str = typer.Option("models:/seqflow-trigger-word@champion", help="MLflow model URI"),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the project's store)"),
+) -> None:
+    """Print each trigger-word detection (start/end seconds, score) for each audio file."""
+    from seqflow.audio.io import read_audio
+    from seqflow.errors import AudioDecodeError
+
+    waves = []
+    for path in audio:  # check every file before loading the model
+        try:
+            waves.append((path, read_audio(path, target_sr=16000)[0]))
+        except AudioDecodeError as e:
+            typer.echo(f"seqflow detect: {e.path}: {e.reason} ({e.detail})", err=True)
+            raise typer.Exit(2)
+    import mlflow
+
+    mlflow.set_tracking_uri(_tracking_uri(tracking_uri))
+    pyfunc = mlflow.pyfunc.load_model(model)
+    for path, wav in waves:
+        dets = pyfunc.predict(wav)
+        typer.echo(f"{path}: {len(dets)} detection(s)")
+        for row in dets.itertuples(index=False):
+            typer.echo(f"  start={row.start:7.2f}s  end={row.end:7.2f}s  score={row.score:.3f}")
+
+
+@app.command()
+def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1"),
+       tracking_uri: Optional[str] = typer.Option(None)) -> None:
+    """Open the MLflow UI on the project's tracking store."""
+    uri = _tracking_uri(tracking_uri)
+    typer.echo(f"MLflow UI on http://{host}:{port} (store: {uri})")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+@app.command()
+def serve(model: str = typer.Argument("models:/seqflow-trigger-word@champion"),
+          port: int = typer.Option(5001), host: str = typer.Option("127.0.0.1"),
+          tracking_uri: Optional[str] = typer.Option(None)) -> None:
+    """Serve a registered model over REST (``mlflow models serve``): POST /invocations {"inputs": [...]}."""
+    env = dict(os.environ, MLFLOW_TRACKING_URI=_tracking_uri(tracking_uri))
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+           "-h", host, "-p", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+@app.command()
+def deploy(overrides: Optional[List[str]] = OVERRIDES) -> None:
+    """Serve the pipeline as a Prefect deployment on ``flow.cron`` (needs ``PREFECT_API_URL`` of a
+    running ``prefect server start``; the ephemeral API cannot schedule)."""
+    _setup_logging()
+    from omegaconf import OmegaConf
+
+    from seqflow import stages
+    from seqflow.config import load_config
+    from seqflow.flow import pipeline as flow_fn
+
+    cfg = load_config(overrides or [])
+    stages.check_config(cfg)
+    if not os.environ.get("PREFECT_API_URL"):
+        typer.echo("seqflow deploy: set PREFECT_API_URL to a Prefect server (prefect server start)", err=True)
+        raise typer.Exit(2)
+    flow_fn.serve(name=cfg.flow.deployment_name, cron=cfg.flow.cron,
+                  parameters={"cfg": OmegaConf.to_container(cfg, resolve=True)})
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,159 @@
+"""The pipeline's stages as plain functions (no Prefect here), so each is callable and testable
+on its own; :mod:`seqflow.flow` wraps each one in a Prefect task.
+
+Every stage takes the composed config (``DictConfig``) and returns plain JSON-able dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from seqflow.errors import ConfigError
+
+log = logging.getLogger("seqflow.pipeline")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Fail fast, before any work, on config values that cannot work.
+
+    Raises:
+        ConfigError: unknown data source or model, empty trigger word, bad worker counts.
+    """
+    if cfg.data.source != "synthetic":
+        raise ConfigError(f"data source {cfg.data.source!r} is not available yet (only 'synthetic')")
+    if cfg.model.name != "trigger_word":
+        raise ConfigError(f"model {cfg.model.name!r} is not available yet (only 'trigger_word')")
+    if int(cfg.ray.num_workers) < 1 or int(cfg.trainer.num_workers) < 0:
+        raise ConfigError("ray.num_workers must be >= 1 and trainer.num_workers >= 0")
+    from seqflow.data.synthetic import check_synthetic_config
+
+    check_synthetic_config(cfg.data)
+
+
+def prepare(cfg: DictConfig) -> Path:
+    """Build (or reuse) the corpus under ``cfg.data.root``; returns the manifest path."""
+    from seqflow.data.synthetic import build_synthetic_corpus
+
+    return build_synthetic_corpus(cfg.data, int(cfg.audio.sample_rate), int(cfg.seed))
+
+
+def validate(cfg: DictConfig) -> dict:
+    """Decode every file once, quarantine bad ones; raises ``DataValidationError`` past the limit."""
+    from seqflow.data.validate import validate_corpus
+
+    d = cfg.data
+    report = validate_corpus(Path(d.root), min_duration=float(d.min_duration), max_duration=float(d.max_duration),
+                             max_bad_fraction=float(d.max_bad_fraction), sample_rate=int(cfg.audio.sample_rate))
+    return {"total": report.total, "valid": report.valid, "quarantined": report.quarantined,
+            "reasons": dict(report.reasons)}
+
+
+def version(cfg: DictConfig) -> dict:
+    """``dvc add`` + ``dvc push`` the corpus; returns ``{"md5", "git_commit", "dvc_file"}``."""
+    from seqflow.data.dvc import git_commit, version_data
+
+    root = Path(cfg.workdir)
+    data_dir = Path(cfg.data.root).relative_to(root)
+    v = version_data(root, data_dir=str(data_dir), remote_name=cfg.data.dvc.remote_name,
+                     remote_url=str(cfg.data.dvc.remote_url))
+    return {"md5": v.md5, "git_commit": git_commit(root), "dvc_file": str(v.dvc_file)}
+
+
+def shard(cfg: DictConfig, data_md5: str) -> dict:
+    """Write (or reuse) WebDataset shards for train/val/test; returns the shard set as a dict."""
+    from seqflow.shards.writer import shard_dataset
+
+    s = shard_dataset(cfg, Path(cfg.data.root), data_md5)
+    return {"root": str(s.root), "index": {k: str(v) for k, v in s.index_paths.items()},
+            "num_samples": dict(s.num_samples)}
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    return f"{cfg.tracking.experiment_prefix}/{cfg.model.name}"
+
+
+def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
+    """Open the MLflow run (params + standard tags), then fit on Ray Train; returns run id,
+    checkpoint file and rank-0 metrics."""
+    import mlflow
+
+    from seqflow.tracking.runs import flatten_params, setup_mlflow, standard_tags
+    from seqflow.train.launcher import train_with_ray
+
+    exp = experiment_name(cfg)
+    setup_mlflow(cfg.tracking.tracking_uri, cfg.tracking.artifact_location, exp)
+    tags = standard_tags(data["md5"], data["git_commit"], shards["root"], int(cfg.ray.num_workers))
+    with mlflow.start_run(tags=tags) as run:
+        mlflow.log_params(flatten_params(cfg))
+        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        run_id = run.info.run_id
+    result = train_with_ray(cfg, run_id, exp, Path(shards["index"]["train"]), Path(shards["index"]["val"]),
+                            run_name=f"{cfg.model.name}-{run_id}")
+    client = mlflow.MlflowClient()
+    metrics = client.get_run(run_id).data.metrics
+    return {"run_id": run_id, "checkpoint": str(result.checkpoint_file), "metrics": dict(metrics)}
+
+
+def evaluate(cfg: DictConfig, shards: dict, trained: dict) -> dict:
+    """Score the test split's continuous audio, log FRR / FA/h metrics and the DET plot to the
+    run, save the detector (weights + settings at the operating threshold)."""
+    import tempfile
+
+    import mlflow
+
+    from seqflow.evaluate.trigger_word import evaluate_stream, plot_det
+    from seqflow.lit.factory import load_net_from_checkpoint
+    from seqflow.serve.detector import save_detector
+    from seqflow.shards.reader import iter_samples
+
+    net = load_net_from_checkpoint(cfg, trained["checkpoint"])
+    clips = [(wav, meta) for _key, wav, meta in iter_samples(shards["index"]["test"])]
+    result = evaluate_stream(net, cfg, clips)
+    out = Path(tempfile.mkdtemp(prefix="seqflow-eval-"))
+    det_png = plot_det(result["curve"], out / "det_curve.png")
+    detector_dir = out / "detector"
+    save_detector(detector_dir, net, OmegaConf.to_container(cfg.model, resolve=True),
+                  threshold=result["metrics"]["test/threshold"], refractory_s=float(cfg.evaluate.refractory_s))
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    with mlflow.start_run(run_id=trained["run_id"]):
+        mlflow.log_metrics(result["metrics"])
+        mlflow.log_artifact(str(det_png), "plots")
+        mlflow.log_dict(result["curve"], "evaluation/det_curve.json")
+        mlflow.set_tag("eval.test_set", f"{shards['root']}/test")
+    return {"metrics": result["metrics"], "detector_dir": str(detector_dir)}
+
+
+def register(cfg: DictConfig, trained: dict, evaluated: dict) -> dict:
+    """Log the pyfunc model, register it as ``challenger`` and run the ``champion`` gate."""
+    import mlflow
+    import numpy as np
+
+    from seqflow.tracking.pyfunc import log_trigger_word_model
+    from seqflow.tracking.registry import register_and_promote
+
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    example = np.zeros(int(cfg.audio.sample_rate), dtype=np.float32)
+    with mlflow.start_run(run_id=trained["run_id"]):
+        info = log_trigger_word_model(evaluated["detector_dir"], example)
+    decision = register_and_promote(info.model_uri, cfg.model.registered_name, trained["run_id"],
+                                    metric_key=cfg.model.gate_metric,
+                                    challenger_alias=cfg.tracking.challenger_alias,
+                                    champion_alias=cfg.tracking.champion_alias)
+    aliases = [cfg.tracking.challenger_alias] + ([cfg.tracking.champion_alias] if decision.promoted else [])
+    return {"name": cfg.model.registered_name, "version": decision.version, "aliases": aliases,
+            "reason": decision.reason, "decision": {k: v for k, v in asdict(decision).items()}}
+
+
+def format_summary(summary: dict) -> str:
+    """The lines ``make pipeline`` ends with."""
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+    width = max(len(k) for k in summary)
+    lines = ["", "seqflow pipeline finished", "-" * 60]
+    lines += [f"{k:<{width}}  {fmt(v)}" for k, v in summary.items()]
+    return "\n".join(lines)

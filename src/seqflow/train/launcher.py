@@ -1,0 +1,88 @@
+"""Driver side of training: start (or join) Ray, run ``TorchTrainer``, return the checkpoint.
+
+Embedded default: a local Ray started here with 2 CPU workers (gloo). At scale:
+``ray.address=auto`` (or ``RAY_ADDRESS``) joins an existing cluster, ``ray.use_gpu=true`` uses NCCL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("seqflow.train")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: the Lightning checkpoint file and rank-0's last metrics."""
+
+    checkpoint_file: Path
+    metrics: dict
+    storage_path: str
+
+
+def init_ray(cfg: DictConfig) -> None:
+    """Connect to ``cfg.ray.address`` (or ``RAY_ADDRESS``), else start a local Ray instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=True,
+                  logging_level=logging.WARNING)
+    if address:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, **kwargs)
+
+
+def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_index: Path,
+                   val_index: Path, run_name: str) -> TrainResult:
+    """Fit the configured model with Lightning DDP on ``cfg.ray.num_workers`` Ray Train workers.
+
+    Checkpoints go to ``cfg.ray.storage_path/<run_name>``; re-running with the same ``run_name``
+    resumes. A failed worker group restarts up to ``cfg.ray.max_failures`` times from the last
+    checkpoint.
+
+    Raises:
+        ray.train.TrainingFailedError: training failed more than ``max_failures`` times.
+    """
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from seqflow.shards.reader import check_shards_for_ranks
+    from seqflow.train.worker import train_loop_per_worker
+
+    world = int(cfg.ray.num_workers)
+    check_shards_for_ranks(str(train_index), world, int(cfg.trainer.num_workers))
+    check_shards_for_ranks(str(val_index), world, int(cfg.trainer.num_workers))
+    init_ray(cfg)
+    resources = {"CPU": float(cfg.ray.cpus_per_worker)}
+    if cfg.ray.use_gpu:
+        resources["GPU"] = 1.0
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": OmegaConf.to_container(cfg, resolve=True), "run_id": run_id,
+                           "experiment_name": experiment_name,
+                           "train_index": str(train_index), "val_index": str(val_index)},
+        scaling_config=ScalingConfig(num_workers=world, use_gpu=bool(cfg.ray.use_gpu),
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=run_name, storage_path=str(cfg.ray.storage_path),
+                             failure_config=FailureConfig(max_failures=int(cfg.ray.max_failures)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    log.info("training %s on %d Ray worker(s), use_gpu=%s", cfg.model.name, world, cfg.ray.use_gpu)
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_name} reported no checkpoint (see {cfg.ray.storage_path})")
+    ckpt_dir = Path(result.checkpoint.path)
+    return TrainResult(checkpoint_file=ckpt_dir / "checkpoint.ckpt", metrics=dict(result.metrics or {}),
+                       storage_path=str(cfg.ray.storage_path))

@@ -1,0 +1,96 @@
+"""The per-worker training function Ray Train runs on every rank (Lightning + RayDDPStrategy).
+
+Each rank builds the model, reads its disjoint part of the train shards (equal batch count on
+every rank), and fits with ``RayDDPStrategy``; Lightning's ``MLFlowLogger`` is attached to the
+driver's MLflow run and only logs from rank 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import OmegaConf
+
+log = logging.getLogger("seqflow.train")
+
+
+class RankThroughput(pl.Callback):
+    """Counts samples per rank; at train end all-gathers the counts (a collective on every rank,
+    never inside a rank-0-only branch, see ray#56997) and logs them from rank 0."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.t0 = 0.0
+        self.seconds = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.samples += int(batch["audio"].shape[0])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        counts = trainer.strategy.all_gather(torch.tensor([self.samples], dtype=torch.long))
+        counts = counts.flatten().tolist()
+        log.info("rank %d/%d trained on %d samples in %.1f s", trainer.global_rank, trainer.world_size,
+                 self.samples, self.seconds)
+        if trainer.global_rank == 0:
+            total = sum(counts)
+            metrics = {f"train/samples_rank{r}": float(c) for r, c in enumerate(counts)}
+            metrics["throughput/samples_per_s"] = total / max(self.seconds, 1e-9)
+            metrics["train/seconds"] = self.seconds
+            for lg in trainer.loggers:
+                lg.log_metrics(metrics, step=trainer.global_step)
+            self.summary = {"per_rank_samples": counts, **metrics}
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point (runs on each worker). ``config``: ``cfg`` (plain dict of the
+    seqflow config), ``run_id`` (MLflow run to log to), ``train_index``/``val_index`` (paths)."""
+    import ray.train
+    from lightning.pytorch.loggers import MLFlowLogger
+    from ray.train.lightning import (RayDDPStrategy, RayLightningEnvironment,
+                                     RayTrainReportCallback, prepare_trainer)
+
+    from seqflow.lit.factory import build_module
+    from seqflow.shards.reader import make_dataloader
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = OmegaConf.create(config["cfg"])
+    torch.set_num_threads(int(cfg.trainer.torch_threads))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    pl.seed_everything(int(cfg.seed) + rank, workers=True, verbose=False)
+
+    module = build_module(cfg)
+    bs, nw = int(cfg.model.batch_size), int(cfg.trainer.num_workers)
+    train_dl = make_dataloader(config["train_index"], bs, rank, world, nw, shuffle=True, seed=int(cfg.seed))
+    val_dl = make_dataloader(config["val_index"], bs, rank, world, nw, shuffle=False, seed=int(cfg.seed))
+
+    logger = MLFlowLogger(tracking_uri=cfg.tracking.tracking_uri, run_id=config["run_id"],
+                          experiment_name=config["experiment_name"], log_model=False)
+    throughput = RankThroughput()
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator, devices="auto", strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment()], callbacks=[RayTrainReportCallback(), throughput],
+        max_epochs=int(cfg.trainer.max_epochs), precision=cfg.trainer.precision,
+        gradient_clip_val=float(cfg.trainer.gradient_clip_val),
+        log_every_n_steps=int(cfg.trainer.log_every_n_steps), logger=logger,
+        enable_checkpointing=False, enable_progress_bar=(rank == 0), enable_model_summary=(rank == 0),
+        num_sanity_val_steps=0,
+    )
+    trainer = prepare_trainer(trainer)
+    ckpt_path = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # restarted after a worker failure: resume from the last report
+        with checkpoint.as_directory() as d:
+            ckpt_path = os.path.join(d, RayTrainReportCallback.CHECKPOINT_NAME)
+            log.info("rank %d resuming from %s", rank, ckpt_path)
+            trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt_path)
+    else:
+        trainer.fit(module, train_dl, val_dl)
