@@ -1,0 +1,231 @@
+"""Trigger-word training clips, the course method: words overlaid on background noise.
+
+A clip is a random stretch of a background recording; 0..``max_positives`` trigger words and
+0..``max_negatives`` other words are inserted at random, non-overlapping positions. Levels:
+every word is brought to a reference RMS of ``REF_DBFS`` and then given a random gain from
+``positive_gain_db`` (negatives use the same range unless told otherwise, so loudness does not
+give the answer away); the background is brought to ``REF_DBFS + background_gain_db`` (so
+``background_gain_db`` is the background level relative to speech, about minus the SNR).
+The sum is scaled down only if it would clip.
+
+:class:`ClipSource` reads the validated corpus and yields deterministic clips per split as
+sample dicts for :func:`seqflow.shards.writer.write_shards`.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from seqflow.audio.io import read_audio
+from seqflow.data.manifest import Utterance, read_manifest
+from seqflow.errors import AudioDecodeError, ShardError
+from seqflow.shards.labels import frame_labels, step_seconds
+
+log = logging.getLogger(__name__)
+
+VALID_MANIFEST_NAME = "manifest.valid.jsonl"
+REF_DBFS = -20.0      # reference RMS level of inserted words [dBFS]
+PEAK_LIMIT = 0.99     # clips are scaled down to this peak if they would clip
+SPLITS = ("train", "val", "test")
+
+Word = tuple[np.ndarray, dict]  # (waveform (S,), {"text": ..., "speaker": ...})
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+def _to_level(x: np.ndarray, dbfs: float) -> np.ndarray:
+    r = _rms(x)
+    return x if r < 1e-8 else x * np.float32(10.0 ** (dbfs / 20.0) / r)
+
+
+def trim_silence(wav: np.ndarray, sample_rate: int, top_db: float = 40.0) -> np.ndarray:
+    """Cut leading/trailing 10 ms frames quieter than ``top_db`` below the loudest frame
+    (TTS renders carry silence; segment ends must be where the word ends)."""
+    hop = max(1, sample_rate // 100)
+    n = len(wav) // hop
+    if n < 3:
+        return wav
+    frames = np.sqrt(np.mean(np.square(wav[: n * hop].reshape(n, hop), dtype=np.float64), axis=1))
+    loud = np.flatnonzero(frames >= frames.max() * 10.0 ** (-top_db / 20.0))
+    if loud.size == 0:
+        return wav
+    return wav[max(0, loud[0] - 1) * hop: min(len(wav), (loud[-1] + 2) * hop)]
+
+
+def _background_segment(rng: np.random.Generator, background: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    if background.size == 0:
+        return np.zeros(n, dtype=np.float32), 0
+    if len(background) < n:  # loop a short background
+        background = np.tile(background, -(-n // len(background)) + 1)
+    start = int(rng.integers(0, len(background) - n + 1))
+    return background[start:start + n].astype(np.float32, copy=True), start
+
+
+def _place(rng: np.random.Generator, length: int, n: int, taken: list[tuple[int, int]], tries: int) -> int | None:
+    if length > n:
+        return None
+    for _ in range(tries):
+        s = int(rng.integers(0, n - length + 1))
+        if all(s + length <= a or b <= s for a, b in taken):
+            return s
+    return None
+
+
+def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives: Sequence[Word],
+                    negatives: Sequence[Word], duration_s: float, sr: int, max_positives: int,
+                    max_negatives: int, positive_gain_db: Sequence[float] = (-6.0, 3.0),
+                    background_gain_db: Sequence[float] = (-25.0, -8.0),
+                    negative_gain_db: Sequence[float] | None = None, max_tries: int = 50
+                    ) -> tuple[np.ndarray, list[dict]]:
+    """Overlay random positives and negatives on a random background stretch.
+
+    Args:
+        rng: the only source of randomness (equal seeds give equal clips).
+        background: ``(S_bg,)`` float32 at ``sr``; looped if shorter than the clip, silence if empty.
+        positives / negatives: pools of ``(wav (S_w,), meta)``; ``meta`` has ``text`` and ``speaker``.
+        duration_s: clip length [s]; sr: sample rate [Hz].
+        max_positives / max_negatives: counts drawn uniformly from ``0..max``; a word that finds no
+            free room after ``max_tries`` random positions is skipped.
+        positive_gain_db / negative_gain_db / background_gain_db: ``[lo, hi]`` ranges, see module doc.
+
+    Returns:
+        ``(clip, segments)``: ``clip`` float32 ``(S,)`` with ``S = round(duration_s * sr)``, peak <= 1;
+        ``segments`` sorted by start, each ``{"kind", "start", "end", "text", "speaker"}`` in seconds,
+        inside ``[0, duration_s]`` and pairwise non-overlapping.
+    """
+    n = int(round(duration_s * sr))
+    negative_gain_db = positive_gain_db if negative_gain_db is None else negative_gain_db
+    clip, _ = _background_segment(rng, background, n)
+    clip = _to_level(clip, REF_DBFS + float(rng.uniform(*background_gain_db)))
+    picks = []
+    for kind, pool, most, gains in (("positive", positives, max_positives, positive_gain_db),
+                                    ("negative", negatives, max_negatives, negative_gain_db)):
+        count = int(rng.integers(0, most + 1)) if pool else 0
+        picks += [(kind, pool[int(rng.integers(0, len(pool)))], gains) for _ in range(count)]
+    taken: list[tuple[int, int]] = []
+    segments = []
+    for kind, (wav, meta), gains in picks:
+        start = _place(rng, len(wav), n, taken, max_tries)
+        gain = float(rng.uniform(*gains))
+        if start is None:
+            continue
+        taken.append((start, start + len(wav)))
+        clip[start:start + len(wav)] += _to_level(wav, REF_DBFS + gain)
+        segments.append({"kind": kind, "start": start / sr, "end": (start + len(wav)) / sr,
+                         "text": str(meta.get("text", "")), "speaker": str(meta.get("speaker") or "")})
+    peak = float(np.max(np.abs(clip))) if n else 0.0
+    if peak > PEAK_LIMIT:
+        clip *= np.float32(PEAK_LIMIT / peak)
+    segments.sort(key=lambda s: s["start"])
+    return clip.astype(np.float32, copy=False), segments
+
+
+@dataclass
+class ClipSource:
+    """Deterministic trigger-word clips from the validated corpus at ``root``.
+
+    Reads ``root/manifest.valid.jsonl`` (rows of kind positive/negative/background per split);
+    each file is decoded once (``read_audio(target_sr=sample_rate)``) and kept in memory.
+    Clip ``i`` of a split depends only on ``(seed, split, i)``.
+    """
+
+    root: Path
+    sample_rate: int
+    duration_s: float
+    max_positives: int
+    max_negatives: int
+    positive_gain_db: tuple[float, float]
+    background_gain_db: tuple[float, float]
+    label_steps: int
+    hop_length: int
+    conv_kernel: int
+    conv_stride: int
+    seed: int
+    clip_counts: dict[str, int]
+    manifest_name: str = VALID_MANIFEST_NAME
+    _rows: list[Utterance] | None = field(default=None, init=False, repr=False)
+    _audio: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+
+    @classmethod
+    def from_config(cls, cfg, data_root: str | Path) -> "ClipSource":
+        """Build from the composed config (``clips.*``, ``audio.sample_rate``, ``model.features``,
+        ``model.net``, ``seed``)."""
+        c = cfg.clips
+        return cls(root=Path(data_root), sample_rate=int(cfg.audio.sample_rate), duration_s=float(c.duration),
+                   max_positives=int(c.max_positives), max_negatives=int(c.max_negatives),
+                   positive_gain_db=tuple(float(g) for g in c.positive_gain_db),
+                   background_gain_db=tuple(float(g) for g in c.background_gain_db),
+                   label_steps=int(c.label_steps), hop_length=int(cfg.model.features.hop_length),
+                   conv_kernel=int(cfg.model.net.conv_kernel), conv_stride=int(cfg.model.net.conv_stride),
+                   seed=int(cfg.seed), clip_counts={s: int(c[f"{s}_clips"]) for s in SPLITS})
+
+    def num_clips(self, split: str) -> int:
+        """Clips to synthesize for ``split`` (``clips.<split>_clips``)."""
+        return int(self.clip_counts[split])
+
+    def _manifest(self) -> list[Utterance]:
+        if self._rows is None:
+            path = self.root / self.manifest_name
+            if not path.is_file():
+                raise ShardError(f"{path}: missing (run prepare and validate first)")
+            self._rows = read_manifest(path)
+        return self._rows
+
+    def _pool(self, split: str, kind: str) -> list[Word]:
+        pool, bad = [], []
+        for u in self._manifest():
+            if u.split != split or u.kind != kind:
+                continue
+            if u.audio_filepath not in self._audio:
+                try:
+                    wav, _ = read_audio(u.resolve(self.root), target_sr=self.sample_rate)
+                except AudioDecodeError as exc:
+                    bad.append(str(exc))
+                    continue
+                self._audio[u.audio_filepath] = wav if kind == "background" else trim_silence(wav, self.sample_rate)
+            pool.append((self._audio[u.audio_filepath], {"text": u.text, "speaker": u.speaker or "",
+                                                         "path": u.audio_filepath}))
+        if bad:
+            log.warning("clips: skipped %d undecodable %s file(s) of split %s, first: %s", len(bad), kind, split, bad[0])
+        return pool
+
+    def clips(self, split: str, num: int | None = None) -> Iterator[dict]:
+        """Yield ``num`` (default :meth:`num_clips`) sample dicts for the writer:
+        ``{"__key__": "<split>-000000", "audio": float32 (S,), "sample_rate", "txt", "json"}``
+        with ``json`` = duration, sample_rate, speaker, segments, labels, label_step_s, background.
+
+        Raises:
+            ShardError: the manifest is missing, or the split has no positive or no background.
+        """
+        num = self.num_clips(split) if num is None else int(num)
+        positives, negatives = self._pool(split, "positive"), self._pool(split, "negative")
+        backgrounds = self._pool(split, "background")
+        for kind, pool in (("positive", positives), ("background", backgrounds)):
+            if not pool:
+                raise ShardError(f"{self.root / self.manifest_name}: no valid {kind} row for split {split!r}")
+        split_id = zlib.crc32(split.encode())
+        for i in range(num):
+            rng = np.random.default_rng([self.seed, split_id, i])
+            bg, bg_meta = backgrounds[int(rng.integers(0, len(backgrounds)))]
+            wav, segments = synthesize_clip(rng, bg, positives, negatives, self.duration_s, self.sample_rate,
+                                            self.max_positives, self.max_negatives,
+                                            self.positive_gain_db, self.background_gain_db)
+            ends = [s["end"] for s in segments if s["kind"] == "positive"]
+            labels = frame_labels(ends, len(wav), self.sample_rate, self.hop_length, self.conv_kernel,
+                                  self.conv_stride, self.label_steps)
+            words = [s for s in segments if s["kind"] == "positive"]
+            speakers = sorted({s["speaker"] for s in segments if s["speaker"]})
+            meta = {"duration": len(wav) / self.sample_rate, "sample_rate": self.sample_rate,
+                    "speaker": ",".join(speakers), "segments": segments, "labels": labels.tolist(),
+                    "label_step_s": step_seconds(self.sample_rate, self.hop_length, self.conv_stride),
+                    "background": bg_meta["path"]}
+            yield {"__key__": f"{split}-{i:06d}", "audio": wav, "sample_rate": self.sample_rate,
+                   "txt": " ".join(s["text"] for s in words), "json": meta}

@@ -1,0 +1,280 @@
+"""WebDataset shard writer: tars sized by bytes, ``index.json`` with sha256, atomic split folders.
+
+Layout: ``<shards.root>/<data_md5>-<config_hash>/<split>/shard-000000.tar`` + ``index.json``.
+A split folder is written under a temporary name next to its final place and renamed in one
+step, so a reader sees either no split or a complete one; an existing complete set for the same
+data version and config hash is reused.
+
+>>> s = shard_dataset(cfg, Path(cfg.data.root), data_md5)           # doctest: +SKIP
+>>> s.index_paths["train"], s.num_samples["train"]                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import webdataset as wds
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from seqflow.audio.io import encode_audio, write_bytes_atomic
+from seqflow.errors import ShardError
+from seqflow.shards.clips import SPLITS, ClipSource
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "index.json"
+SHARD_PATTERN = "shard-{:06d}.tar"
+SHARD_LAYOUT_VERSION = 1  # bump when clip synthesis or the sample layout changes
+
+
+def _tar_size(sample: dict) -> int:
+    """Bytes a sample adds to a tar: a 512-byte header per member plus data padded to 512."""
+    return sum(512 + -(-len(v) // 512) * 512 for k, v in sample.items() if not k.startswith("_"))
+
+
+def _encode(sample: dict, fmt: str) -> tuple[dict, float]:
+    key = str(sample["__key__"])
+    if "." in key or "/" in key or not key:
+        raise ShardError(f"sample key {key!r}: must be non-empty without '.' or '/'")
+    sr = int(sample["sample_rate"])
+    seconds = len(sample["audio"]) / sr
+    meta = dict(sample.get("json") or {})
+    out = {"__key__": key, fmt: encode_audio(sample["audio"], sr, fmt),
+           "txt": str(sample.get("txt", "")).encode("utf-8"),
+           "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")}
+    return out, seconds
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Shards:
+    """Writes encoded samples into consecutive tars, recording counts and seconds per tar."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.stats, self.seconds, self._writer, self._stream = folder, [], [], None, None
+
+    def open_next(self) -> None:
+        self.close()
+        name = SHARD_PATTERN.format(len(self.stats))
+        self._stream = open(self.folder / name, "wb")
+        self._writer = wds.TarWriter(self._stream, encoder=False, mtime=0.0, user="seqflow", group="seqflow")
+        self.stats.append({"name": name, "num_samples": 0, "num_seconds": 0.0, "est_bytes": 0})
+
+    def write(self, sample: dict, seconds: float) -> None:
+        self._writer.write(sample)
+        st = self.stats[-1]
+        st["num_samples"] += 1
+        st["num_seconds"] += seconds
+        self.seconds.append(seconds)
+        st["est_bytes"] += _tar_size(sample)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._stream.close()
+            self._writer = self._stream = None
+
+
+def _resplit(folder: Path, stats: list[dict], seconds: list[float], num_shards: int) -> list[dict]:
+    """Rewrite the tars in ``folder`` into ``num_shards`` tars of near-equal sample counts
+    (``seconds``: duration of every sample in write order)."""
+    total = len(seconds)
+    counts = [total // num_shards + (1 if i < total % num_shards else 0) for i in range(num_shards)]
+    old = folder / "_old"
+    old.mkdir()
+    for s in stats:
+        os.replace(folder / s["name"], old / s["name"])
+    urls = [{"url": str(old / s["name"])} for s in stats]
+    out = _Shards(folder)
+    source = iter(wds.tarfile_samples(iter(urls)))
+    durations = iter(seconds)
+    for count in counts:
+        out.open_next()
+        for _ in range(count):
+            sample = next(source)
+            out.write({k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"},
+                      next(durations))
+    out.close()
+    shutil.rmtree(old)
+    return out.stats
+
+
+def write_shards(samples: Iterable[dict], out_dir: Path, split: str, target_bytes: int, min_shards: int,
+                 fmt: str = "flac", data_md5: str = "", config_hash: str = "", progress: bool = True,
+                 total: int | None = None) -> dict:
+    """Write ``samples`` as WebDataset tars ``out_dir/shard-%06d.tar`` plus ``out_dir/index.json``.
+
+    Args:
+        samples: dicts ``{"__key__", "audio": float32 (S,), "sample_rate", "txt", "json": dict}``
+            (as :meth:`ClipSource.clips` yields); audio is encoded as 16-bit ``fmt`` (flac | wav).
+        out_dir: the split folder; replaced as a whole (temporary sibling folder + rename).
+        target_bytes: a new tar starts before one would grow past this size.
+        min_shards: at least this many tars (samples re-spread evenly when fewer would do).
+        total: number of samples, for the progress bar only.
+
+    Returns:
+        The index dict (also written as ``index.json``): split, num_samples, num_seconds, format,
+        shards [{name, num_samples, num_seconds, sha256, bytes}], data_md5, config_hash.
+
+    Raises:
+        ShardError: no samples, fewer samples than ``min_shards``, or a bad sample key.
+    """
+    if fmt not in ("flac", "wav"):
+        raise ShardError(f"shards.format: {fmt!r} is not flac or wav")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        shards = _Shards(tmp)
+        for sample in tqdm(samples, total=total, disable=not progress, desc=f"shard {split}", unit="sample"):
+            enc, seconds = _encode(sample, fmt)
+            size = _tar_size(enc)
+            if not shards.stats or (shards.stats[-1]["num_samples"] and shards.stats[-1]["est_bytes"] + size > target_bytes):
+                shards.open_next()
+            shards.write(enc, seconds)
+        shards.close()
+        stats, n = shards.stats, sum(s["num_samples"] for s in shards.stats)
+        if n == 0:
+            raise ShardError(f"{out_dir}: split {split!r} has no samples to shard")
+        if len(stats) < min_shards:
+            if n < min_shards:
+                raise ShardError(f"{out_dir}: split {split!r} has {n} samples, fewer than shards.min_shards="
+                                 f"{min_shards} (every rank x dataloader worker needs a shard); add data or "
+                                 f"lower min_shards / ray.num_workers / trainer.num_workers")
+            stats = _resplit(tmp, stats, shards.seconds, min_shards)
+        index = _finish_index(tmp, stats, split, fmt, data_md5, config_hash)
+        _swap_in(tmp, out_dir)
+        return index
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _finish_index(folder: Path, stats: list[dict], split: str, fmt: str, data_md5: str, config_hash: str) -> dict:
+    entries = [{"name": s["name"], "num_samples": s["num_samples"], "num_seconds": round(s["num_seconds"], 3),
+                "sha256": _sha256(folder / s["name"]), "bytes": (folder / s["name"]).stat().st_size} for s in stats]
+    index = {"split": split, "num_samples": sum(e["num_samples"] for e in entries),
+             "num_seconds": round(sum(s["num_seconds"] for s in stats), 3), "format": fmt, "shards": entries,
+             "data_md5": data_md5, "config_hash": config_hash}
+    write_bytes_atomic(folder / INDEX_NAME, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
+    return index
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` to ``out_dir``; an older ``out_dir`` is moved aside first and then deleted."""
+    trash = None
+    if out_dir.exists():
+        trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        os.replace(out_dir, trash / out_dir.name)
+    os.replace(tmp, out_dir)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def verify_index(index_path: str | Path, check_sha256: bool = True) -> list[str]:
+    """Problems with a split's shards, empty when complete: unreadable ``index.json``, a missing
+    tar, a size or sha256 different from the index, or sample counts that do not add up."""
+    index_path = Path(index_path)
+    try:
+        index = json.loads(index_path.read_text())
+        entries = index["shards"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{index_path}: unreadable index ({exc})"]
+    problems = []
+    for e in entries:
+        p = index_path.parent / e["name"]
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+        elif p.stat().st_size != e["bytes"]:
+            problems.append(f"{p}: {p.stat().st_size} bytes, index says {e['bytes']}")
+        elif check_sha256 and _sha256(p) != e["sha256"]:
+            problems.append(f"{p}: sha256 differs from index")
+    if sum(e["num_samples"] for e in entries) != index.get("num_samples"):
+        problems.append(f"{index_path}: shard sample counts do not add up to num_samples")
+    return problems
+
+
+def effective_min_shards(cfg) -> int:
+    """``shards.min_shards``, raised to ``ray.num_workers x trainer.num_workers`` so every rank and
+    dataloader worker gets at least one shard."""
+    need = int(cfg.shards.min_shards)
+    if "ray" in cfg and "trainer" in cfg:
+        need = max(need, int(cfg.ray.num_workers) * max(1, int(cfg.trainer.num_workers)))
+    return need
+
+
+def shard_config_hash(cfg) -> str:
+    """Stable 12-hex hash of everything that changes shard content: sample rate, shard format /
+    size / count, ``clips.*``, the label geometry (hop, conv kernel/stride), seed, layout version."""
+    relevant = {
+        "layout": SHARD_LAYOUT_VERSION,
+        "sample_rate": int(cfg.audio.sample_rate),
+        "format": str(cfg.shards.format), "target_bytes": int(cfg.shards.target_bytes),
+        "min_shards": effective_min_shards(cfg),
+        "clips": OmegaConf.to_container(cfg.clips, resolve=True),
+        "hop_length": int(cfg.model.features.hop_length),
+        "conv_kernel": int(cfg.model.net.conv_kernel), "conv_stride": int(cfg.model.net.conv_stride),
+        "seed": int(cfg.seed),
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class ShardSet:
+    """A complete shard set: ``root`` (folder/URI), ``index_paths`` and ``num_samples`` per split."""
+
+    root: str
+    index_paths: dict[str, Path] = field(default_factory=dict)
+    num_samples: dict[str, int] = field(default_factory=dict)
+    data_md5: str = ""
+    config_hash: str = ""
+
+
+def shard_dataset(cfg, data_root: str | Path, data_md5: str, progress: bool = True, verify: bool = True) -> ShardSet:
+    """Write (or reuse) trigger-word clip shards for train/val/test under
+    ``<shards.root>/<data_md5>-<config_hash>/<split>/``.
+
+    A split whose ``index.json`` exists (and, with ``verify``, whose tars match their sha256) is
+    reused; anything else is (re)written from :class:`ClipSource` over ``data_root``.
+
+    Raises:
+        ShardError: corpus manifest missing or a split lacks positives/backgrounds/samples.
+    """
+    config_hash = shard_config_hash(cfg)
+    root = Path(cfg.shards.root) / f"{data_md5}-{config_hash}"
+    shard_set = ShardSet(root=str(root), data_md5=data_md5, config_hash=config_hash)
+    source, reused = None, []
+    for split in SPLITS:
+        index_path = root / split / INDEX_NAME
+        problems = verify_index(index_path, check_sha256=verify) if index_path.exists() else ["missing"]
+        if not problems:
+            index = json.loads(index_path.read_text())
+            reused.append(split)
+        else:
+            if index_path.exists():
+                log.warning("rewriting shards of split %s: %s", split, "; ".join(problems[:3]))
+            source = source or ClipSource.from_config(cfg, data_root)
+            index = write_shards(source.clips(split), root / split, split, int(cfg.shards.target_bytes),
+                                 effective_min_shards(cfg), fmt=str(cfg.shards.format), data_md5=data_md5,
+                                 config_hash=config_hash, progress=progress, total=source.num_clips(split))
+            log.info("wrote %d %s shards (%d samples, %.0f s) at %s", len(index["shards"]), split,
+                     index["num_samples"], index["num_seconds"], root / split)
+        shard_set.index_paths[split] = index_path
+        shard_set.num_samples[split] = int(index["num_samples"])
+    if len(reused) == len(SPLITS):
+        log.info("reusing shards at %s", root)
+    return shard_set
