@@ -102,7 +102,9 @@ def serve(model: str = typer.Argument("models:/seqflow-trigger-word@champion"),
           port: int = typer.Option(5001), host: str = typer.Option("127.0.0.1"),
           tracking_uri: Optional[str] = typer.Option(None)) -> None:
     """Serve a registered model over REST (``mlflow models serve``): POST /invocations {"inputs": [...]}."""
-    env = dict(os.environ, MLFLOW_TRACKING_URI=_tracking_uri(tracking_uri))
+    # mlflow runs `uvicorn` by name: put this interpreter's bin dir on PATH (venv not activated)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=_tracking_uri(tracking_uri),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]
     raise typer.Exit(subprocess.call(cmd, env=env))

@@ -56,8 +56,8 @@ def evaluate(cfg: dict, shards: dict, trained: dict) -> dict:
 
 
 @task(name="register", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def register(cfg: dict, trained: dict, evaluated: dict) -> dict:
-    return stages.register(_cfg(cfg), trained, evaluated)
+def register(cfg: dict, shards: dict, trained: dict, evaluated: dict) -> dict:
+    return stages.register(_cfg(cfg), shards, trained, evaluated)
 
 
 @flow(name="pipeline", log_prints=True)
@@ -70,7 +70,7 @@ def pipeline(cfg: dict) -> dict[str, Any]:
     shards = shard(cfg, data["md5"])
     trained = train(cfg, shards, data)
     evaluated = evaluate(cfg, shards, trained)
-    registered = register(cfg, trained, evaluated)
+    registered = register(cfg, shards, trained, evaluated)
     summary = {
         "data.dvc_md5": data["md5"],
         "validate": report,

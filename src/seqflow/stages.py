@@ -82,14 +82,14 @@ def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
     checkpoint file and rank-0 metrics."""
     import mlflow
 
-    from seqflow.tracking.runs import flatten_params, setup_mlflow, standard_tags
+    from seqflow.tracking.runs import log_config_params, setup_mlflow, standard_tags
     from seqflow.train.launcher import train_with_ray
 
     exp = experiment_name(cfg)
     setup_mlflow(cfg.tracking.tracking_uri, cfg.tracking.artifact_location, exp)
     tags = standard_tags(data["md5"], data["git_commit"], shards["root"], int(cfg.ray.num_workers))
     with mlflow.start_run(tags=tags) as run:
-        mlflow.log_params(flatten_params(cfg))
+        log_config_params(cfg, run_id=run.info.run_id)
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         run_id = run.info.run_id
     result = train_with_ray(cfg, run_id, exp, Path(shards["index"]["train"]), Path(shards["index"]["val"]),
@@ -124,11 +124,16 @@ def evaluate(cfg: DictConfig, shards: dict, trained: dict) -> dict:
         mlflow.log_metrics(result["metrics"])
         mlflow.log_artifact(str(det_png), "plots")
         mlflow.log_dict(result["curve"], "evaluation/det_curve.json")
-        mlflow.set_tag("eval.test_set", f"{shards['root']}/test")
+        mlflow.set_tag("eval.test_set", test_set_id(shards))
     return {"metrics": result["metrics"], "detector_dir": str(detector_dir)}
 
 
-def register(cfg: DictConfig, trained: dict, evaluated: dict) -> dict:
+def test_set_id(shards: dict) -> str:
+    """Names the test set a metric was measured on: ``<data-md5>-<config-hash>/test``."""
+    return f"{Path(shards['root']).name}/test"
+
+
+def register(cfg: DictConfig, shards: dict, trained: dict, evaluated: dict) -> dict:
     """Log the pyfunc model, register it as ``challenger`` and run the ``champion`` gate."""
     import mlflow
     import numpy as np
@@ -143,7 +148,8 @@ def register(cfg: DictConfig, trained: dict, evaluated: dict) -> dict:
     decision = register_and_promote(info.model_uri, cfg.model.registered_name, trained["run_id"],
                                     metric_key=cfg.model.gate_metric,
                                     challenger_alias=cfg.tracking.challenger_alias,
-                                    champion_alias=cfg.tracking.champion_alias)
+                                    champion_alias=cfg.tracking.champion_alias,
+                                    test_set_id=test_set_id(shards))
     aliases = [cfg.tracking.challenger_alias] + ([cfg.tracking.champion_alias] if decision.promoted else [])
     return {"name": cfg.model.registered_name, "version": decision.version, "aliases": aliases,
             "reason": decision.reason, "decision": {k: v for k, v in asdict(decision).items()}}

@@ -1,0 +1,155 @@
+"""The trigger-word detector as an MLflow pyfunc model (variable-length audio in, detections out).
+
+Input: one mono float32 waveform at the detector's sample rate (16 kHz), shape ``(S,)``.
+Output: a pandas DataFrame, one row per detection, columns ``start`` [s], ``end`` [s],
+``score`` (max probability in the detection); empty (same columns) when nothing fires.
+Optional param ``threshold`` (float) overrides the detector's stored threshold per call.
+
+>>> with mlflow.start_run():
+...     info = log_trigger_word_model("work/detector", wav[:16000])
+>>> m = mlflow.pyfunc.load_model("models:/seqflow-trigger-word@champion")
+>>> m.predict(wav)                       # DataFrame[start, end, score]
+>>> # REST (mlflow models serve): POST /invocations {"inputs": [0.0, 0.01, ...], "params": {"threshold": 0.6}}
+
+The class lives in the installed ``seqflow`` package (not ``__main__``), so loading needs
+``seqflow`` importable; the model's pip requirements name it with torch/numpy/pandas/mlflow.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+from seqflow.serve.detector import load_detector
+
+COLUMNS = ("start", "end", "score")
+MAX_EXAMPLE_S = 1.0  # the logged input example is cut to this many seconds
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype="float64") for c in COLUMNS})
+
+
+def to_waveform(model_input: Any) -> np.ndarray:
+    """Coerce a pyfunc input to one mono waveform ``(S,)`` float32.
+
+    Accepted (lenient, one waveform per call): a 1-D numpy array or list of floats; a 2-D array
+    of shape ``(1, S)`` or ``(S, 1)``; a pandas DataFrame with one row or one column of floats,
+    or a single cell holding the whole waveform (list/array); a one-entry dict of any of these.
+
+    Raises:
+        ValueError: more than one waveform (several rows *and* columns), non-numeric values,
+        or NaN/Inf samples (the message says which).
+    """
+    x = model_input
+    if isinstance(x, dict) and len(x) == 1:  # a named tensor input {"waveform": [...]}
+        x = next(iter(x.values()))
+    if isinstance(x, pd.Series):
+        x = x.to_frame()
+    if isinstance(x, pd.DataFrame):
+        if x.shape == (1, 1) and isinstance(x.iat[0, 0], (list, tuple, np.ndarray)):
+            x = x.iat[0, 0]
+        elif x.shape[0] == 1 or x.shape[1] == 1:
+            x = x.to_numpy()
+        else:
+            raise ValueError(
+                f"expected one waveform (one row or one column), got a DataFrame of shape {x.shape}"
+            )
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"waveform must be numeric float samples: {e}") from e
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        raise ValueError(f"expected one mono waveform of shape (S,), got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("waveform contains NaN or Inf samples")
+    return arr
+
+
+class TriggerWordPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper around :class:`seqflow.serve.detector.TriggerWordDetector`.
+
+    Artifacts: ``"detector"`` → a folder written by ``save_detector`` (weights.pt, detector.json).
+    """
+
+    def load_context(self, context) -> None:
+        """Load the detector from ``context.artifacts["detector"]`` (CPU)."""
+        self.detector = load_detector(context.artifacts["detector"])
+
+    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Detections for one waveform ``(S,)`` at ``self.detector.sample_rate`` Hz.
+
+        Args:
+            model_input: see :func:`to_waveform`.
+            params: optional ``{"threshold": float}``; default the detector's own threshold.
+        Returns:
+            DataFrame with float columns ``start``, ``end`` (seconds from the start of the
+            waveform) and ``score`` (probability); no rows when nothing is detected or the audio
+            is shorter than the model's receptive field.
+        Raises:
+            ValueError: see :func:`to_waveform`.
+        """
+        wav = to_waveform(model_input)
+        threshold = None
+        if params and params.get("threshold") is not None:
+            threshold = float(params["threshold"])
+        detections = self.detector.detect(wav, threshold=threshold)
+        if not detections:
+            return _empty_frame()
+        return pd.DataFrame([[float(d[c]) for c in COLUMNS] for d in detections], columns=list(COLUMNS))
+
+
+def _pip_requirements() -> list[str]:
+    """Exact versions of what the wrapper imports; ``seqflow`` itself must be installed too."""
+    reqs = []
+    for dist in ("mlflow", "torch", "numpy", "pandas", "seqflow"):
+        try:
+            reqs.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs
+
+
+def log_trigger_word_model(detector_dir: str | Path, input_example_wav: np.ndarray, name: str = "model"):
+    """Log the detector in ``detector_dir`` as a pyfunc model into the active run.
+
+    Args:
+        detector_dir: folder from ``save_detector`` (copied into the model's artifacts).
+        input_example_wav: ``(S,)`` float32 waveform at the detector's sample rate; the first
+            ``MAX_EXAMPLE_S`` seconds are stored as the input example (MLflow runs it once).
+        name: model name within the run.
+    Returns:
+        ``mlflow.models.model.ModelInfo``; ``.model_uri`` is ``models:/m-<id>`` (register that).
+    Raises:
+        SeqflowError / ConfigError: ``detector_dir`` is not a loadable detector (from
+        ``load_detector``, checked before logging). ValueError: bad example waveform.
+    """
+    detector = load_detector(detector_dir)
+    example = to_waveform(input_example_wav)[: int(MAX_EXAMPLE_S * detector.sample_rate)]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
+        outputs=Schema([ColSpec("double", c) for c in COLUMNS]),
+        params=ParamSchema([ParamSpec("threshold", "double", float(detector.threshold))]),
+    )
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=TriggerWordPyfunc(),
+        artifacts={"detector": str(Path(detector_dir).resolve())},
+        signature=signature,
+        input_example=example,
+        pip_requirements=_pip_requirements(),
+        metadata={
+            "seqflow.model": "trigger_word", "sample_rate": int(detector.sample_rate),
+            "threshold": float(detector.threshold), "refractory_s": float(detector.refractory_s),
+            "output_columns": list(COLUMNS),
+        },
+    )
