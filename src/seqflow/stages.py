@@ -30,9 +30,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"model {cfg.model.name!r} is not available yet (only 'trigger_word')")
     if int(cfg.ray.num_workers) < 1 or int(cfg.trainer.num_workers) < 0:
         raise ConfigError("ray.num_workers must be >= 1 and trainer.num_workers >= 0")
-    from seqflow.data.synthetic import check_synthetic_config
+    from seqflow.data.synthetic import validate_config
+    from seqflow.data.tts import EspeakTTS
 
-    check_synthetic_config(cfg.data)
+    validate_config(cfg.data, int(cfg.audio.sample_rate), EspeakTTS())
 
 
 def prepare(cfg: DictConfig) -> Path:

@@ -1,0 +1,338 @@
+"""The ``synthetic`` data source: a trigger-word corpus rendered offline with espeak-ng.
+
+Output under ``cfg.data.root`` (see ``conf/data/synthetic.yaml`` for every key)::
+
+    audio/<split>/positive/<split>-positive-000000.flac     the trigger word, one voice/rate/pitch each
+    audio/<split>/negative/<split>-negative-000000.flac     confusables, user words, common words
+    audio/<split>/background/<split>-background-pink-000000.flac   generated noise (16 kHz FLAC)
+    background/user/0000-<name>                              byte copies of files in data.background_dirs
+    manifest.jsonl                                           every file (seqflow.data.manifest.Utterance)
+    corpus.json                                              summary + fingerprint of config and seed
+
+Voices (accent+variant, e.g. ``en-us+f3``) are split disjointly: test voices are never heard in
+training. The build is a function of the config and the seed: two builds give byte-identical
+files, and a rebuild with the same fingerprint is skipped ("corpus up to date").
+
+>>> cfg = load_config(["data.num_voices=6"])   # doctest: +SKIP
+>>> manifest = build_synthetic_corpus(cfg.data, cfg.audio.sample_rate, cfg.seed)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from seqflow.audio.io import AUDIO_SUFFIXES, write_audio_atomic, write_bytes_atomic
+from seqflow.audio.resample import resample
+from seqflow.data.background import BACKGROUND_KINDS, generate_background
+from seqflow.data.confusables import confusable_words, load_lexicon, normalise_text, sounds_like_trigger
+from seqflow.data.manifest import MANIFEST_NAME, Utterance, read_manifest, write_manifest
+from seqflow.data.tts import EspeakTTS
+from seqflow.errors import ConfigError, SeqflowError
+
+log = logging.getLogger(__name__)
+
+CORPUS_NAME = "corpus.json"
+FORMAT_VERSION = 1  # bump when the generator changes what it writes: forces a rebuild
+SPLITS = ("train", "val", "test")
+KINDS = ("positive", "negative", "background")
+RENDER_PEAK = 0.7  # TTS renders are peak-normalised to this level
+BUILD_KEYS = ("trigger_word", "negatives", "num_negatives", "num_confusables", "accents", "variants",
+              "num_voices", "voice_split", "rates_wpm", "pitches", "renders_per_voice",
+              "negatives_per_voice", "background_kinds", "background_seconds", "backgrounds_per_kind",
+              "background_dirs")
+
+
+def _seed(*parts) -> np.random.Generator:
+    """Independent generator per purpose: stable whatever else is drawn elsewhere."""
+    return np.random.default_rng([zlib.crc32(repr(p).encode()) for p in parts])
+
+
+def _range(spec: dict, key: str, lo: int, hi: int) -> list[int]:
+    val = spec[key]
+    if not (isinstance(val, list) and len(val) == 2 and all(isinstance(v, (int, float)) for v in val)
+            and lo <= val[0] <= val[1] <= hi):
+        raise ConfigError(f"data.{key} must be [low, high] with {lo} <= low <= high <= {hi}, got {val}")
+    return [int(val[0]), int(val[1])]
+
+
+def _int(spec: dict, key: str, minimum: int) -> int:
+    val = spec[key]
+    if isinstance(val, bool) or not isinstance(val, int) or val < minimum:
+        raise ConfigError(f"data.{key} must be an integer >= {minimum}, got {val!r}")
+    return val
+
+
+def validate_config(cfg_data: DictConfig, sample_rate: int, tts: EspeakTTS) -> dict:
+    """Check every ``data.*`` key the synthetic source uses; return them as plain values.
+
+    Raises:
+        ConfigError: empty trigger word, no negatives, unknown accent/variant/background kind,
+            bad ranges or split fractions, missing background folder.
+    """
+    raw = OmegaConf.to_container(cfg_data, resolve=True) if isinstance(cfg_data, DictConfig) else dict(cfg_data)
+    missing = [k for k in BUILD_KEYS if k not in raw]
+    if missing:
+        raise ConfigError(f"data config lacks key(s) {', '.join(missing)} (see conf/data/synthetic.yaml)")
+    spec = {k: raw[k] for k in BUILD_KEYS}
+    trig = normalise_text(spec["trigger_word"] or "")
+    if not any(c.isalnum() for c in trig):
+        raise ConfigError(f"data.trigger_word is empty ({spec['trigger_word']!r}): set e.g. data.trigger_word=activate")
+    spec["trigger_word"] = trig
+    user = [normalise_text(w or "") for w in (spec["negatives"] or [])]
+    for w in user:
+        if not any(c.isalnum() for c in w):
+            raise ConfigError(f"data.negatives holds an empty word: {spec['negatives']}")
+        if sounds_like_trigger(w, trig):
+            raise ConfigError(f"data.negatives holds {w!r}, which is (or sounds exactly like) the trigger "
+                              f"word {trig!r} or one of its words: remove it")
+    spec["negatives"] = list(dict.fromkeys(user))
+    spec["num_negatives"] = max(0, int(spec["num_negatives"] or 0))
+    spec["num_confusables"] = max(0, int(spec["num_confusables"] or 0))
+    if spec["num_negatives"] == 0 and not spec["negatives"]:
+        raise ConfigError("no negative words: data.num_negatives <= 0 and data.negatives is empty; "
+                          "a trigger-word corpus needs negatives (e.g. data.num_negatives=60)")
+    accents = [str(a).strip().lower() for a in (spec["accents"] or [])]
+    variants = [str(v).strip() for v in (spec["variants"] or [])]
+    if not accents:
+        raise ConfigError(f"data.accents is empty; valid English accents: {', '.join(tts.accents('en'))}")
+    for a in accents:
+        if "+" in a:
+            raise ConfigError(f"data.accents entry {a!r} holds a variant; put variants in data.variants")
+        tts.check_voice(a)
+    for v in variants:
+        tts.check_voice(f"{accents[0]}+{v}")
+    spec["accents"], spec["variants"] = list(dict.fromkeys(accents)), list(dict.fromkeys(variants))
+    combos = len(spec["accents"]) * max(1, len(spec["variants"]))
+    n = _int(spec, "num_voices", len(SPLITS))
+    if n > combos:
+        raise ConfigError(f"data.num_voices={n} but only {combos} accent+variant combinations are configured")
+    split = spec["voice_split"] or {}
+    if set(split) != set(SPLITS) or any(not isinstance(split[s], (int, float)) or split[s] <= 0 for s in SPLITS):
+        raise ConfigError(f"data.voice_split must give a positive fraction for each of {SPLITS}, got {split}")
+    spec["voice_split"] = {s: float(split[s]) for s in SPLITS}
+    spec["rates_wpm"] = _range(spec, "rates_wpm", 80, 450)
+    spec["pitches"] = _range(spec, "pitches", 0, 100)
+    _int(spec, "renders_per_voice", 1)
+    _int(spec, "negatives_per_voice", 0)
+    kinds = list(spec["background_kinds"] or [])
+    bad = [k for k in kinds if k not in BACKGROUND_KINDS]
+    if bad:
+        raise ConfigError(f"unknown data.background_kinds {bad}; valid kinds: {', '.join(BACKGROUND_KINDS)}")
+    spec["background_kinds"] = list(dict.fromkeys(kinds))
+    if not isinstance(spec["background_seconds"], (int, float)) or spec["background_seconds"] <= 0:
+        raise ConfigError(f"data.background_seconds must be > 0, got {spec['background_seconds']!r}")
+    spec["background_seconds"] = float(spec["background_seconds"])
+    per = spec["backgrounds_per_kind"] or {}
+    if set(per) - set(SPLITS) or any(not isinstance(v, int) or v < 0 for v in per.values()):
+        raise ConfigError(f"data.backgrounds_per_kind must map {SPLITS} to counts >= 0, got {per}")
+    spec["backgrounds_per_kind"] = {s: int(per.get(s, 0)) for s in SPLITS}
+    dirs = [str(Path(d).expanduser().resolve()) for d in (spec["background_dirs"] or [])]
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise ConfigError(f"data.background_dirs entry {d} is not a folder")
+    spec["background_dirs"] = dirs
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ConfigError(f"audio.sample_rate must be a positive integer, got {sample_rate!r}")
+    return spec
+
+
+def split_voices(spec: dict, seed: int) -> dict[str, list[str]]:
+    """Choose ``num_voices`` accent+variant voices and split them disjointly by ``voice_split``."""
+    combos = [f"{a}+{v}" if v else a for a in spec["accents"] for v in (spec["variants"] or [""])]
+    n = spec["num_voices"]
+    chosen = [combos[i] for i in _seed(seed, "voices").permutation(len(combos))[:n]]
+    frac = spec["voice_split"]
+    total = sum(frac.values())
+    n_val = max(1, int(round(n * frac["val"] / total)))
+    n_test = max(1, int(round(n * frac["test"] / total)))
+    while n_val + n_test > n - 1:  # keep at least one training voice
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    test, val, train = chosen[:n_test], chosen[n_test: n_test + n_val], chosen[n_test + n_val:]
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def choose_negatives(spec: dict, seed: int, tts: EspeakTTS) -> list[dict]:
+    """User negatives, then ``num_confusables`` sound-alikes, then common words up to
+    ``num_negatives`` built-in ones. Rows ``{"text", "source": user|confusable|common}``."""
+    trig, user, n_builtin = spec["trigger_word"], spec["negatives"], spec["num_negatives"]
+    lexicon = load_lexicon()
+    n_conf = min(spec["num_confusables"], n_builtin)
+    conf = [w for w in confusable_words(trig, lexicon, tts, n_conf + len(user)) if w not in user][:n_conf]
+    taken = set(user) | set(conf)
+    pool = [w for w in lexicon if len(w) >= 3 and w not in taken and not sounds_like_trigger(w, trig)]
+    need = min(max(0, n_builtin - len(conf)), len(pool))
+    common = [pool[i] for i in sorted(_seed(seed, "negatives").choice(len(pool), size=need, replace=False))]
+    return ([{"text": w, "source": "user"} for w in user] + [{"text": w, "source": "confusable"} for w in conf]
+            + [{"text": w, "source": "common"} for w in common])
+
+
+def _user_backgrounds(dirs: list[str]) -> list[tuple[Path, str]]:
+    out = []
+    for d in dirs:
+        files = [p for p in Path(d).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES]
+        out += sorted(((p, p.relative_to(d).as_posix()) for p in files), key=lambda x: x[1])
+    return out
+
+
+def _hash_split(key: str, frac: dict[str, float]) -> str:
+    u = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / 16**12
+    total, acc = sum(frac.values()), 0.0
+    for s in SPLITS:
+        acc += frac[s] / total
+        if u < acc:
+            return s
+    return SPLITS[-1]
+
+
+def _fingerprint(spec: dict, sample_rate: int, seed: int, user_bg: list[tuple[Path, str]], tts: EspeakTTS) -> str:
+    lex = hashlib.sha256("\n".join(load_lexicon()).encode()).hexdigest()
+    files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p, _ in user_bg]
+    blob = json.dumps({"format": FORMAT_VERSION, "spec": spec, "sample_rate": sample_rate, "seed": seed,
+                       "espeak": tts.version, "lexicon": lex, "user_backgrounds": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _up_to_date(root: Path, fingerprint: str) -> bool:
+    try:
+        summary = json.loads((root / CORPUS_NAME).read_text(encoding="utf-8"))
+        if summary.get("fingerprint") != fingerprint:
+            return False
+        return all(u.resolve(root).is_file() for u in read_manifest(root / MANIFEST_NAME))
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, progress: bool = True) -> Path:
+    """Render the trigger-word corpus described by ``cfg_data`` (``cfg.data``) into ``cfg_data.root``.
+
+    Args:
+        cfg_data: the ``data`` config group (``conf/data/synthetic.yaml`` keys).
+        sample_rate: output sample rate [Hz] (``cfg.audio.sample_rate``).
+        seed: global seed; equal seeds and configs give byte-identical corpora.
+        progress: show a tqdm bar while rendering.
+
+    Returns:
+        Path of ``manifest.jsonl``.
+
+    Raises:
+        ConfigError: invalid configuration (checked before anything is written).
+        SeqflowError: espeak-ng produced no audio for a text.
+    """
+    tts = EspeakTTS()
+    spec = validate_config(cfg_data, sample_rate, tts)
+    root = Path(str(cfg_data.root))
+    user_bg = _user_backgrounds(spec["background_dirs"])
+    fingerprint = _fingerprint(spec, sample_rate, seed, user_bg, tts)
+    manifest_path = root / MANIFEST_NAME
+    if _up_to_date(root, fingerprint):
+        log.info("corpus up to date: %s (fingerprint %s)", root, fingerprint[:12])
+        return manifest_path
+
+    voices = split_voices(spec, seed)
+    negatives = choose_negatives(spec, seed, tts)
+    neg_texts = [n["text"] for n in negatives]
+    confusable = {n["text"] for n in negatives if n["source"] == "confusable"}
+    log.info("building synthetic corpus in %s: trigger %r, %d negatives (%d confusable), voices %s",
+             root, spec["trigger_word"], len(negatives), len(confusable), {s: len(v) for s, v in voices.items()})
+
+    (root / CORPUS_NAME).unlink(missing_ok=True)  # the summary marks a complete build: write it last
+    for sub in (root / "audio", root / "background" / "user"):
+        shutil.rmtree(sub, ignore_errors=True)
+
+    per_voice = spec["renders_per_voice"] + spec["negatives_per_voice"]
+    n_bg = sum(spec["backgrounds_per_kind"][s] for s in SPLITS) * len(spec["background_kinds"])
+    total = sum(len(v) for v in voices.values()) * per_voice + n_bg
+    rows: list[Utterance] = []
+    bar = tqdm(total=total, desc="prepare: rendering", unit="file", disable=not progress)
+    lo_r, hi_r = spec["rates_wpm"]
+    lo_p, hi_p = spec["pitches"]
+    for split in SPLITS:
+        counters = {"positive": 0, "negative": 0}
+        for voice in voices[split]:
+            rng = _seed(seed, "render", voice)
+            tts.reset(seed=zlib.crc32(f"{seed}:{voice}".encode()) & 0x7FFFFFFF)
+            jobs = [("positive", spec["trigger_word"])] * spec["renders_per_voice"]
+            order: list[int] = []
+            while len(order) < spec["negatives_per_voice"]:
+                order += [int(i) for i in rng.permutation(len(neg_texts))]
+            jobs += [("negative", neg_texts[i]) for i in order[: spec["negatives_per_voice"]]]
+            for kind, text in jobs:
+                rate, pitch = int(rng.integers(lo_r, hi_r + 1)), int(rng.integers(lo_p, hi_p + 1))
+                wav, tts_sr = tts.render(text, voice=voice, rate_wpm=rate, pitch=pitch)
+                if wav.size == 0:
+                    raise SeqflowError(f"espeak-ng rendered no audio for {text!r} in voice {voice}")
+                wav = resample(wav, tts_sr, sample_rate)
+                wav = wav * np.float32(RENDER_PEAK / max(float(np.abs(wav).max()), 1e-6))
+                key = f"{split}-{kind}-{counters[kind]:06d}"
+                counters[kind] += 1
+                rel = f"audio/{split}/{kind}/{key}.flac"
+                write_audio_atomic(root / rel, wav, sample_rate)
+                extra = {"rate_wpm": rate, "pitch": pitch}
+                if kind == "negative":
+                    extra["confusable"] = text in confusable
+                rows.append(Utterance(rel, round(len(wav) / sample_rate, 6), text, voice, split, kind, extra))
+                bar.update()
+        for noise in spec["background_kinds"]:
+            for i in range(spec["backgrounds_per_kind"][split]):
+                rng = _seed(seed, "background", split, noise, i)
+                if noise == "babble":
+                    tts.reset(seed=zlib.crc32(f"{seed}:{split}:babble:{i}".encode()) & 0x7FFFFFFF)
+                wav = generate_background(noise, spec["background_seconds"], sample_rate, rng, tts=tts,
+                                          words=neg_texts, voices=voices[split])
+                rel = f"audio/{split}/background/{split}-background-{noise}-{i:06d}.flac"
+                write_audio_atomic(root / rel, wav, sample_rate)
+                rows.append(Utterance(rel, round(len(wav) / sample_rate, 6), "", noise, split, "background",
+                                      {"generated": True}))
+                bar.update()
+    bar.close()
+
+    for n, (src, relsrc) in enumerate(user_bg):
+        rel = f"background/user/{n:04d}-{src.name}"
+        _copy_atomic(src, root / rel)
+        try:
+            duration = round(float(sf.info(str(src)).duration), 6)
+        except Exception:  # unreadable: copied anyway, validate quarantines it with the reason
+            duration = 0.0
+        rows.append(Utterance(rel, duration, "", "user", _hash_split(relsrc, spec["voice_split"]), "background",
+                              {"source": str(src)}))
+
+    rows.sort(key=lambda u: (SPLITS.index(u.split), KINDS.index(u.kind), u.audio_filepath))
+    write_manifest(manifest_path, rows)
+    counts = {s: {k: sum(1 for u in rows if u.split == s and u.kind == k) for k in KINDS} for s in SPLITS}
+    seconds = {s: {k: round(sum(u.duration for u in rows if u.split == s and u.kind == k), 3) for k in KINDS}
+               for s in SPLITS}
+    summary = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "source": "synthetic",
+               "trigger_word": spec["trigger_word"], "negatives": negatives,
+               "confusables": [n["text"] for n in negatives if n["source"] == "confusable"],
+               "voices": voices, "counts": counts, "seconds": seconds, "sample_rate": sample_rate,
+               "seed": seed, "tts": f"espeak-ng {tts.version}", "config": spec}
+    write_bytes_atomic(root / CORPUS_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    log.info("synthetic corpus: %s", {s: counts[s] for s in SPLITS})
+    return manifest_path
