@@ -107,26 +107,36 @@ def evaluate(cfg: DictConfig, shards: dict, trained: dict) -> dict:
 
     import mlflow
 
-    from seqflow.evaluate.trigger_word import evaluate_stream, plot_det
+    from seqflow.evaluate.trigger_word import evaluate_trigger_word, plot_det
     from seqflow.lit.factory import load_net_from_checkpoint
-    from seqflow.serve.detector import save_detector
+    from seqflow.lit.trigger_word import build_logmel
+    from seqflow.serve.detector import TriggerWordDetector, save_detector
     from seqflow.shards.reader import iter_samples
 
     net = load_net_from_checkpoint(cfg, trained["checkpoint"])
-    clips = [(wav, meta) for _key, wav, meta in iter_samples(shards["index"]["test"])]
-    result = evaluate_stream(net, cfg, clips)
+    detector = TriggerWordDetector(net, build_logmel(cfg.model.features), refractory_s=float(cfg.evaluate.refractory_s))
+    clips = [(wav, meta["segments"]) for _key, wav, meta in iter_samples(shards["index"]["test"])]
+    ev = cfg.evaluate
+    result = evaluate_trigger_word(detector, clips, thresholds=int(ev.thresholds),
+                                   fa_per_hour_targets=list(ev.fa_per_hour_targets), refractory_s=float(ev.refractory_s),
+                                   match_tolerance_s=float(ev.match_tolerance_s), label_steps=int(cfg.clips.label_steps))
+    curve = result.pop("curve")
+    metrics = {k: float(v) for k, v in result.items()}
     out = Path(tempfile.mkdtemp(prefix="seqflow-eval-"))
-    det_png = plot_det(result["curve"], out / "det_curve.png")
+    det_png = plot_det(curve, out / "det_curve.png", (metrics["test/fa_per_hour"], metrics["test/frr_at_1fah"]))
     detector_dir = out / "detector"
     save_detector(detector_dir, net, OmegaConf.to_container(cfg.model, resolve=True),
-                  threshold=result["metrics"]["test/threshold"], refractory_s=float(cfg.evaluate.refractory_s))
+                  threshold=metrics["test/threshold"], refractory_s=float(ev.refractory_s))
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     with mlflow.start_run(run_id=trained["run_id"]):
-        mlflow.log_metrics(result["metrics"])
+        mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(det_png), "plots")
-        mlflow.log_dict(result["curve"], "evaluation/det_curve.json")
+        mlflow.log_dict({k: [float(x) for x in v] for k, v in curve.items()}, "evaluation/det_curve.json")
         mlflow.set_tag("eval.test_set", test_set_id(shards))
-    return {"metrics": result["metrics"], "detector_dir": str(detector_dir)}
+    log.info("test: FRR %.3f at 0.5 FA/h, %.3f at 1 FA/h (threshold %.2f) over %.2f h, %d positives",
+             metrics["test/frr_at_0.5fah"], metrics["test/frr_at_1fah"], metrics["test/threshold"],
+             metrics["test/hours"], metrics["test/num_positives"])
+    return {"metrics": metrics, "detector_dir": str(detector_dir)}
 
 
 def test_set_id(shards: dict) -> str:

@@ -1,0 +1,186 @@
+"""Streaming trigger-word detection: step scores over long audio, threshold + refractory period.
+
+Timing convention (``seqflow.shards.labels.step_to_seconds``): output step ``k`` covers feature
+frames ``k*stride … k*stride + kernel - 1``; its time is the END of that receptive field,
+``t_k = (k*stride + kernel - 1) * hop / sample_rate`` seconds (frame ``j`` is centred at
+``j*hop``). Labels switch to 1 at the first step whose receptive field ends after the trigger
+word, so a detection's ``start`` (the first step above threshold) estimates when the trigger word
+ended; ``end`` is when the score falls back below the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqflow.audio.features import LogMel
+from seqflow.errors import ConfigError, SeqflowError
+from seqflow.models.trigger_word import TriggerWordNet
+from seqflow.shards.labels import step_seconds, step_to_seconds
+
+WEIGHTS_NAME = "weights.pt"
+CONFIG_NAME = "detector.json"
+_LOGMEL_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max")
+_NET_KEYS = ("conv_channels", "conv_kernel", "conv_stride", "gru_hidden", "gru_layers", "dropout")
+
+
+def detect(probs: np.ndarray, step_s: float, threshold: float, refractory_s: float,
+           first_step_end_s: float = 0.0) -> list[dict]:
+    """Detections from step probabilities by rising edges with a refractory period.
+
+    Args:
+        probs: ``(T',)`` trigger-word probability per output step.
+        step_s: seconds between output steps (``stride * hop / sample_rate``).
+        threshold: a detection starts where ``probs >= threshold`` after a step below it
+            (or at step 0).
+        refractory_s: a rising edge less than this many seconds after the previous detection's
+            start is ignored (one trigger word gives one detection).
+        first_step_end_s: time of step 0 in seconds (end of its receptive field, plus any stream
+            offset); step ``k`` is at ``first_step_end_s + k * step_s``.
+
+    Returns:
+        ``[{"start": s, "end": s, "score": max prob in the run}, ...]`` in time order; ``end`` is
+        the time of the first step back below threshold (the last step's time if it never falls).
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if probs.size == 0:
+        return []
+    above = probs >= threshold
+    edges = np.flatnonzero(above & ~np.concatenate(([False], above[:-1])))
+    falls = np.flatnonzero(~above & np.concatenate(([False], above[:-1])))
+    out: list[dict] = []
+    last_start = -math.inf
+    for k in edges:
+        start = first_step_end_s + k * step_s
+        if start - last_start < refractory_s - 1e-9:
+            continue
+        i = np.searchsorted(falls, k)
+        k_end = int(falls[i]) if i < falls.size else probs.size - 1
+        run = probs[k:falls[i]] if i < falls.size else probs[k:]
+        out.append({"start": float(start), "end": float(first_step_end_s + k_end * step_s),
+                    "score": float(run.max())})
+        last_start = start
+    return out
+
+
+class TriggerWordDetector:
+    """Scores and detections for a mono waveform of any length, chunk by chunk.
+
+    Log-mel and the network run on chunks of ``chunk_s`` seconds of output steps; each chunk's
+    log-mel input overlaps its neighbours by the STFT window and its Conv1D input by
+    ``kernel - stride`` frames, and the GRU state is carried across chunks, so the scores equal
+    a single whole-stream pass (up to float rounding) while memory stays bounded.
+
+    Args:
+        net: a :class:`TriggerWordNet` (put in eval mode here). logmel: its :class:`LogMel`.
+        threshold: default detection threshold. refractory_s: see :func:`detect`.
+        chunk_s: seconds of audio per chunk.
+    """
+
+    def __init__(self, net: TriggerWordNet, logmel: LogMel, threshold: float = 0.5, refractory_s: float = 1.0,
+                 chunk_s: float = 60.0) -> None:
+        self.net, self.logmel = net.eval(), logmel.eval()
+        self.threshold, self.refractory_s = float(threshold), float(refractory_s)
+        self.sample_rate, self.hop_length = int(logmel.sample_rate), int(logmel.hop_length)
+        self.conv_kernel, self.conv_stride = int(net.conv_kernel), int(net.conv_stride)
+        self.step_s = step_seconds(self.sample_rate, self.hop_length, self.conv_stride)
+        self.first_step_end_s = step_to_seconds(0, self.sample_rate, self.hop_length, self.conv_kernel,
+                                                self.conv_stride)
+        self.chunk_steps = max(1, int(chunk_s / self.step_s))
+        self._margin = -(-(logmel.n_fft // 2) // self.hop_length)  # frames of STFT context
+
+    def _logmel_frames(self, wav: torch.Tensor, f0: int, f1: int) -> torch.Tensor:
+        """Log-mel frames ``[f0, f1)`` of the whole stream ``wav (S,)`` → ``(1, f1 - f0, F)``."""
+        n = wav.shape[0]
+        a = max(0, f0 - self._margin) * self.hop_length
+        b = min(n, (f1 - 1 + self._margin) * self.hop_length)
+        feats, _ = self.logmel(wav[a:b][None, :])
+        i0 = f0 - a // self.hop_length
+        return feats[:, i0:i0 + (f1 - f0)]
+
+    @torch.no_grad()
+    def scores(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Args: ``wav (S,)`` mono float waveform at ``sample_rate``.
+
+        Returns: ``(probs (T',), step_times_s (T',))`` float32/float64; ``T' = output_steps(S)``
+        (empty when the audio is shorter than the receptive field).
+        """
+        x = torch.as_tensor(np.asarray(wav, dtype=np.float32).reshape(-1))
+        total = self.net.num_steps(1 + x.shape[0] // self.hop_length)
+        probs = np.zeros(total, dtype=np.float32)
+        h = None
+        for k0 in range(0, total, self.chunk_steps):
+            k1 = min(total, k0 + self.chunk_steps)
+            feats = self._logmel_frames(x, k0 * self.conv_stride, (k1 - 1) * self.conv_stride + self.conv_kernel)
+            logits, h = self.net(feats, h)
+            probs[k0:k1] = torch.sigmoid(logits[0]).numpy()
+        times = step_to_seconds(np.arange(total), self.sample_rate, self.hop_length, self.conv_kernel,
+                                self.conv_stride)
+        return probs, np.asarray(times, dtype=np.float64)
+
+    def detect(self, wav: np.ndarray, threshold: float | None = None) -> list[dict]:
+        """Detections ``[{"start", "end", "score"}]`` (seconds from the start of ``wav``)."""
+        probs, _ = self.scores(wav)
+        return detect(probs, self.step_s, self.threshold if threshold is None else threshold,
+                      self.refractory_s, self.first_step_end_s)
+
+
+def _model_parts(model_cfg: Mapping[str, Any]) -> tuple[dict, dict]:
+    feats = model_cfg.get("features", {})
+    net = model_cfg.get("net", {})
+    return ({k: feats[k] for k in _LOGMEL_KEYS if k in feats}, {k: net[k] for k in _NET_KEYS if k in net})
+
+
+def save_detector(directory: str | Path, net: TriggerWordNet, model_cfg: Mapping[str, Any], threshold: float,
+                  refractory_s: float) -> Path:
+    """Write ``weights.pt`` (the net's ``state_dict``) and ``detector.json`` (features, net,
+    threshold, refractory_s, step timing) into ``directory``; returns the directory.
+
+    ``model_cfg`` is ``cfg.model`` as a plain dict (needs ``features`` and ``net``).
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    features, net_kw = _model_parts(model_cfg)
+    features.setdefault("n_mels", net.n_mels)
+    meta = {"format": 1, "model": "trigger_word", "features": features, "net": net_kw,
+            "threshold": float(threshold), "refractory_s": float(refractory_s)}
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, d / WEIGHTS_NAME)
+    tmp = d / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp.replace(d / CONFIG_NAME)
+    return d
+
+
+def load_detector(directory: str | Path, chunk_s: float = 60.0) -> TriggerWordDetector:
+    """Rebuild a :class:`TriggerWordDetector` from :func:`save_detector`'s files (CPU tensors).
+
+    Raises:
+        SeqflowError: ``detector.json`` or ``weights.pt`` missing or unreadable (names the file).
+        ConfigError: ``detector.json`` is not a trigger-word detector or lacks a key.
+    """
+    d = Path(directory)
+    cfg_path, w_path = d / CONFIG_NAME, d / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise SeqflowError(f"{p}: missing (not a saved trigger-word detector)")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SeqflowError(f"{cfg_path}: unreadable ({exc})") from exc
+    if meta.get("model") != "trigger_word" or "features" not in meta or "net" not in meta:
+        raise ConfigError(f"{cfg_path}: not a trigger-word detector config")
+    logmel = LogMel(**meta["features"])
+    net = TriggerWordNet(n_mels=logmel.n_mels, **meta["net"])
+    try:
+        state = torch.load(w_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except Exception as exc:  # torch raises several types for a corrupt or mismatched file
+        raise SeqflowError(f"{w_path}: cannot load weights ({exc})") from exc
+    return TriggerWordDetector(net, logmel, threshold=meta.get("threshold", 0.5),
+                               refractory_s=meta.get("refractory_s", 1.0), chunk_s=chunk_s)
