@@ -150,3 +150,20 @@ def test_clip_source_errors_name_the_manifest(tmp_path):
     make_corpus(tmp_path, with_background=("train",))
     with pytest.raises(ShardError, match="no valid background row for split 'val'"):
         list(make_source(tmp_path).clips("val"))
+
+
+def test_positive_guard_keeps_label_window_free_and_hard_negatives_drawn() -> None:
+    sr = 16000
+    word = (np.full(int(0.3 * sr), 0.1, dtype=np.float32), {"text": "activate", "speaker": "v"})
+    easy = (np.full(int(0.3 * sr), 0.1, dtype=np.float32), {"text": "table", "speaker": "v"})
+    hard = (np.full(int(0.3 * sr), 0.1, dtype=np.float32), {"text": "activist", "speaker": "v"})
+    bg = np.zeros(sr, dtype=np.float32)
+    texts = []
+    for seed in range(40):
+        _, segs = synthesize_clip(np.random.default_rng(seed), bg, [word], [easy], 10.0, sr, 4, 2,
+                                  positive_guard_s=2.0, hard_negatives=[hard], hard_negative_fraction=1.0)
+        for a in segs:
+            if a["kind"] == "positive":
+                assert not [b for b in segs if b is not a and a["end"] <= b["start"] < a["end"] + 2.0]
+        texts += [s["text"] for s in segs if s["kind"] == "negative"]
+    assert texts and set(texts) == {"activist"}

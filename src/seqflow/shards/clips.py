@@ -69,12 +69,15 @@ def _background_segment(rng: np.random.Generator, background: np.ndarray, n: int
     return background[start:start + n].astype(np.float32, copy=True), start
 
 
-def _place(rng: np.random.Generator, length: int, n: int, taken: list[tuple[int, int]], tries: int) -> int | None:
+def _place(rng: np.random.Generator, length: int, n: int, taken: list[tuple[int, int]], tries: int,
+           guard: int = 0) -> int | None:
+    """A random start for a word of ``length`` samples whose span ``[s, s + length + guard)``
+    overlaps no taken span (``guard``: samples kept free after the word)."""
     if length > n:
         return None
     for _ in range(tries):
         s = int(rng.integers(0, n - length + 1))
-        if all(s + length <= a or b <= s for a, b in taken):
+        if all(s + length + guard <= a or b <= s for a, b in taken):
             return s
     return None
 
@@ -83,8 +86,9 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
                     negatives: Sequence[Word], duration_s: float, sr: int, max_positives: int,
                     max_negatives: int, positive_gain_db: Sequence[float] = (-6.0, 3.0),
                     background_gain_db: Sequence[float] = (-25.0, -8.0),
-                    negative_gain_db: Sequence[float] | None = None, max_tries: int = 50
-                    ) -> tuple[np.ndarray, list[dict]]:
+                    negative_gain_db: Sequence[float] | None = None, max_tries: int = 50,
+                    positive_guard_s: float = 0.0, hard_negatives: Sequence[Word] = (),
+                    hard_negative_fraction: float = 0.0) -> tuple[np.ndarray, list[dict]]:
     """Overlay random positives and negatives on a random background stretch.
 
     Args:
@@ -95,6 +99,10 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
         max_positives / max_negatives: counts drawn uniformly from ``0..max``; a word that finds no
             free room after ``max_tries`` random positions is skipped.
         positive_gain_db / negative_gain_db / background_gain_db: ``[lo, hi]`` ranges, see module doc.
+        positive_guard_s: seconds after each positive kept free of other words (the label window,
+            so label-1 steps never cover another word and two positives never share one window).
+        hard_negatives / hard_negative_fraction: each negative is drawn from ``hard_negatives``
+            (words that sound like the trigger) with this probability, else from ``negatives``.
 
     Returns:
         ``(clip, segments)``: ``clip`` float32 ``(S,)`` with ``S = round(duration_s * sr)``, peak <= 1;
@@ -109,15 +117,20 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
     for kind, pool, most, gains in (("positive", positives, max_positives, positive_gain_db),
                                     ("negative", negatives, max_negatives, negative_gain_db)):
         count = int(rng.integers(0, most + 1)) if pool else 0
-        picks += [(kind, pool[int(rng.integers(0, len(pool)))], gains) for _ in range(count)]
+        for _ in range(count):
+            src = hard_negatives if (kind == "negative" and hard_negatives
+                                     and rng.random() < hard_negative_fraction) else pool
+            picks.append((kind, src[int(rng.integers(0, len(src)))], gains))
+    guard = int(round(positive_guard_s * sr))
     taken: list[tuple[int, int]] = []
     segments = []
     for kind, (wav, meta), gains in picks:
-        start = _place(rng, len(wav), n, taken, max_tries)
+        g = guard if kind == "positive" else 0
+        start = _place(rng, len(wav), n, taken, max_tries, g)
         gain = float(rng.uniform(*gains))
         if start is None:
             continue
-        taken.append((start, start + len(wav)))
+        taken.append((start, start + len(wav) + g))
         clip[start:start + len(wav)] += _to_level(wav, REF_DBFS + gain)
         segments.append({"kind": kind, "start": start / sr, "end": (start + len(wav)) / sr,
                          "text": str(meta.get("text", "")), "speaker": str(meta.get("speaker") or "")})
@@ -150,6 +163,7 @@ class ClipSource:
     conv_stride: int
     seed: int
     clip_counts: dict[str, int]
+    hard_negative_fraction: float = 0.0
     manifest_name: str = VALID_MANIFEST_NAME
     _rows: list[Utterance] | None = field(default=None, init=False, repr=False)
     _audio: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
@@ -163,7 +177,8 @@ class ClipSource:
                    max_positives=int(c.max_positives), max_negatives=int(c.max_negatives),
                    positive_gain_db=tuple(float(g) for g in c.positive_gain_db),
                    background_gain_db=tuple(float(g) for g in c.background_gain_db),
-                   label_steps=int(c.label_steps), hop_length=int(cfg.model.features.hop_length),
+                   label_steps=int(c.label_steps), hard_negative_fraction=float(c.hard_negative_fraction),
+                   hop_length=int(cfg.model.features.hop_length),
                    conv_kernel=int(cfg.model.net.conv_kernel), conv_stride=int(cfg.model.net.conv_stride),
                    seed=int(cfg.seed), clip_counts={s: int(c[f"{s}_clips"]) for s in SPLITS})
 
@@ -192,7 +207,8 @@ class ClipSource:
                     continue
                 self._audio[u.audio_filepath] = wav if kind == "background" else trim_silence(wav, self.sample_rate)
             pool.append((self._audio[u.audio_filepath], {"text": u.text, "speaker": u.speaker or "",
-                                                         "path": u.audio_filepath}))
+                                                         "path": u.audio_filepath,
+                                                         "confusable": bool(u.extra.get("confusable"))}))
         if bad:
             log.warning("clips: skipped %d undecodable %s file(s) of split %s, first: %s", len(bad), kind, split, bad[0])
         return pool
@@ -211,13 +227,17 @@ class ClipSource:
         for kind, pool in (("positive", positives), ("background", backgrounds)):
             if not pool:
                 raise ShardError(f"{self.root / self.manifest_name}: no valid {kind} row for split {split!r}")
+        hard = [w for w in negatives if w[1]["confusable"]]
+        step_s = step_seconds(self.sample_rate, self.hop_length, self.conv_stride)
         split_id = zlib.crc32(split.encode())
         for i in range(num):
             rng = np.random.default_rng([self.seed, split_id, i])
             bg, bg_meta = backgrounds[int(rng.integers(0, len(backgrounds)))]
             wav, segments = synthesize_clip(rng, bg, positives, negatives, self.duration_s, self.sample_rate,
                                             self.max_positives, self.max_negatives,
-                                            self.positive_gain_db, self.background_gain_db)
+                                            self.positive_gain_db, self.background_gain_db,
+                                            positive_guard_s=self.label_steps * step_s, hard_negatives=hard,
+                                            hard_negative_fraction=self.hard_negative_fraction)
             ends = [s["end"] for s in segments if s["kind"] == "positive"]
             labels = frame_labels(ends, len(wav), self.sample_rate, self.hop_length, self.conv_kernel,
                                   self.conv_stride, self.label_steps)
@@ -225,7 +245,7 @@ class ClipSource:
             speakers = sorted({s["speaker"] for s in segments if s["speaker"]})
             meta = {"duration": len(wav) / self.sample_rate, "sample_rate": self.sample_rate,
                     "speaker": ",".join(speakers), "segments": segments, "labels": labels.tolist(),
-                    "label_step_s": step_seconds(self.sample_rate, self.hop_length, self.conv_stride),
+                    "label_step_s": step_s,
                     "background": bg_meta["path"]}
             yield {"__key__": f"{split}-{i:06d}", "audio": wav, "sample_rate": self.sample_rate,
                    "txt": " ".join(s["text"] for s in words), "json": meta}

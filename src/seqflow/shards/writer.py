@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
-SHARD_LAYOUT_VERSION = 1  # bump when clip synthesis or the sample layout changes
+SHARD_LAYOUT_VERSION = 2  # bump when clip synthesis or the sample layout changes
 
 
 def _tar_size(sample: dict) -> int:

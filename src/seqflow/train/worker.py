@@ -49,6 +49,17 @@ class RankThroughput(pl.Callback):
             self.summary = {"per_rank_samples": counts, **metrics}
 
 
+def quiet_worker_logs() -> None:
+    """Drop per-report checkpoint chatter and known-harmless deprecation warnings on workers."""
+    import warnings
+
+    for name in ("ray.train", "ray.train.v2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*LeafSpec.*", ".*IterableDataset.*__len__.*", ".*all_gather is deprecated.*",
+                    ".*litlogger.*", ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point (runs on each worker). ``config``: ``cfg`` (plain dict of the
     seqflow config), ``run_id`` (MLflow run to log to), ``train_index``/``val_index`` (paths)."""
@@ -61,6 +72,7 @@ def train_loop_per_worker(config: dict) -> None:
     from seqflow.shards.reader import make_dataloader
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_worker_logs()
     cfg = OmegaConf.create(config["cfg"])
     torch.set_num_threads(int(cfg.trainer.torch_threads))
     ctx = ray.train.get_context()
