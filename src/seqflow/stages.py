@@ -22,25 +22,27 @@ def check_config(cfg: DictConfig) -> None:
     """Fail fast, before any work, on config values that cannot work.
 
     Raises:
-        ConfigError: unknown data source or model, empty trigger word, bad worker counts.
+        ConfigError: unknown data source or model, empty trigger word, unknown voice, bad worker
+        counts, a trigger-word model on a source without trigger-word labels.
     """
-    if cfg.data.source != "synthetic":
-        raise ConfigError(f"data source {cfg.data.source!r} is not available yet (only 'synthetic')")
+    from seqflow.data.sources import check_source_config
+
     if cfg.model.name != "trigger_word":
         raise ConfigError(f"model {cfg.model.name!r} is not available yet (only 'trigger_word')")
     if int(cfg.ray.num_workers) < 1 or int(cfg.trainer.num_workers) < 0:
         raise ConfigError("ray.num_workers must be >= 1 and trainer.num_workers >= 0")
-    from seqflow.data.synthetic import validate_config
-    from seqflow.data.tts import EspeakTTS
-
-    validate_config(cfg.data, int(cfg.audio.sample_rate), EspeakTTS())
+    if cfg.model.name == "trigger_word" and not (
+            cfg.data.source == "synthetic" or (cfg.data.source == "speech_commands" and cfg.data.get("trigger_word"))):
+        raise ConfigError("model=trigger_word needs data=synthetic, or data=speech_commands with "
+                          "data.trigger_word=<word> (its folder holds the positives)")
+    check_source_config(cfg.data, int(cfg.audio.sample_rate))
 
 
 def prepare(cfg: DictConfig) -> Path:
-    """Build (or reuse) the corpus under ``cfg.data.root``; returns the manifest path."""
-    from seqflow.data.synthetic import build_synthetic_corpus
+    """Build or ingest the corpus under ``cfg.data.root``; returns the manifest path."""
+    from seqflow.data.sources import prepare_source
 
-    return build_synthetic_corpus(cfg.data, int(cfg.audio.sample_rate), int(cfg.seed))
+    return prepare_source(cfg.data, int(cfg.audio.sample_rate), int(cfg.seed))
 
 
 def validate(cfg: DictConfig) -> dict:

@@ -14,7 +14,8 @@ Every transcript an ASR model trains on or is scored against goes through
 5. Times: ``7:30`` → seven thirty, ``7:05`` → seven oh five, ``7:00`` → seven o'clock,
    ``7am``/``7 a.m.``/``7:30 pm`` → … a m / p m.
 6. Percent: ``3.5%`` → three point five percent.  Ordinals: ``1st`` → first, ``22nd`` →
-   twenty second.  Negative numbers: ``-5`` → minus five.
+   twenty second.  Decades: ``1990s``/``'80s`` → nineteen nineties / eighties.  Negative
+   numbers: ``-5`` → minus five.
 7. Decimals are read "point" then digit by digit (``3.14`` → three point one four); thousands
    separators are dropped (``1,250`` → one thousand two hundred and fifty).
 8. Other digit runs: a leading zero or seven or more digits → digit by digit (codes, numbers
@@ -41,10 +42,13 @@ Numbers are spelled by num2words (https://github.com/savoirfairelinux/num2words)
 'call five five five zero one three four a well known cafe'
 >>> normalize_text("Rock & Roll @ 7pm")
 'rock and roll at seven p m'
->>> normalize_text("日本")
-Traceback (most recent call last):
-...
-seqflow.text.normalize.TextNormalizationError: unnormalisable_text: characters '日', '本' in '日本'
+>>> normalize_text("Back in the 1990s")
+'back in the nineteen nineties'
+>>> try:
+...     normalize_text("日本 😀")
+... except TextNormalizationError as e:
+...     print(e.reason, e.chars)
+unnormalisable_text ('日', '本', '😀')
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ _LETTERS = {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d",
 _SYMBOLS = {"&": " and ", "@": " at ", "+": " plus ", "=": " equals ", "°": " degrees "}
 _CURRENCY = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
              "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
+_ASCII_PUNCT = {i: " " for i in range(128)
+                if unicodedata.category(chr(i)).startswith("P") and chr(i) != "'"}
 _SCALES = "thousand|million|billion|trillion"
 
 _NUM = r"[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?"  # 1,250.75
@@ -75,6 +81,7 @@ _RE_CLOCK = re.compile(r"(?<![0-9:])([0-9]{1,2}):([0-9]{2})(?![0-9])(?:\s?([ap])
 _RE_AMPM = re.compile(r"(?<![0-9.,:])([0-9]{1,2})\s?([ap])\.?m\b\.?")
 _RE_PERCENT = re.compile(rf"(?<![0-9])({_NUM})\s?%")
 _RE_ORDINAL = re.compile(r"(?<![0-9])([0-9]+(?:,[0-9]{3})*)(st|nd|rd|th)\b")
+_RE_DECADE = re.compile(r"(?<![0-9])'?((?:1[1-9]|20)?[0-9]0)'?s\b")
 _RE_MINUS = re.compile(r"(?<![0-9a-z])-(?=[0-9])")
 _RE_NUMBER = re.compile(rf"(?<![0-9]){_NUM}(?![0-9])")
 _RE_LONE_QUOTE = re.compile(r"(?<![a-z])'|'(?![a-z])")
@@ -103,7 +110,8 @@ def digits_to_words(digits: str) -> str:
 def number_to_words(token: str, years: bool = True) -> str:
     """Spell one number token (``"1,250"``, ``"3.14"``, ``"0042"``, ``"1999"``) by rules 7–8;
     ``years=False`` reads four-digit numbers as cardinals (used for money)."""
-    token = token.replace(",", "")
+    if "," in token:
+        years, token = False, token.replace(",", "")
     if "." in token:
         whole, frac = token.split(".", 1)
         return f"{number_to_words(whole)} point {digits_to_words(frac)}"
@@ -147,8 +155,16 @@ def _phone(m: re.Match) -> str:
     return " " + digits_to_words("".join(g for g in m.groups() if g)) + " "
 
 
+def _decade(m: re.Match) -> str:
+    words = number_to_words(m.group(1)).replace("-", " ").split()
+    last = words[-1][:-1] + "ies" if words[-1].endswith("y") else words[-1] + "s"
+    return " " + " ".join(words[:-1] + [last]) + " "
+
+
 def _fold(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
+    if text.isascii():
+        return text
     text = "".join(_LETTERS.get(c, c) for c in text)
     text = unicodedata.normalize("NFKD", text)
     return "".join(c for c in text if not unicodedata.combining(c))
@@ -180,11 +196,14 @@ def normalize_text(text: str) -> str:
     s = _RE_PERCENT.sub(lambda m: f" {number_to_words(m.group(1), years=False)} percent ", s)
     s = s.replace("%", " percent ")
     s = _RE_ORDINAL.sub(lambda m: f" {num2words(int(m.group(1).replace(',', '')), to='ordinal')} ", s)
+    s = _RE_DECADE.sub(_decade, s)
     s = _RE_MINUS.sub(" minus ", s)
     s = _RE_NUMBER.sub(lambda m: f" {number_to_words(m.group(0))} ", s)
     s = s.translate(_DASHES)
     s = _RE_LONE_QUOTE.sub(" ", s)
-    s = "".join(" " if unicodedata.category(c).startswith("P") and c != "'" else c for c in s)
+    s = s.translate(_ASCII_PUNCT)
+    if not s.isascii():
+        s = "".join(" " if unicodedata.category(c).startswith("P") and c != "'" else c for c in s)
     s = " ".join(s.split())
     bad = sorted(set(s) - ALPHABET)
     if bad:

@@ -1,0 +1,104 @@
+"""The ``librispeech`` data source: the LibriSpeech ``*.trans.txt`` layout::
+
+    <path>/[train-clean-100/]<speaker>/<chapter>/<speaker>-<chapter>.trans.txt
+    <path>/[train-clean-100/]<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac   (or .wav/.ogg/...)
+
+Each transcript line is ``<utterance id> <TEXT>`` (raw; normalisation happens later). The speaker is the id's
+first ``-`` field (the speaker folder). The split comes from ``data.path={train: ..., val: ..., test: ...}``,
+else from a subset folder on the way (``train-*`` -> train, ``dev-*`` -> val, ``test-*`` -> test), else by
+speaker (``data.speaker_split``).
+
+Quarantined at prepare (rows name the file and the 1-based transcript line): ``malformed_transcript`` (a line
+without an id and text, or a transcript file that is not UTF-8), ``missing_file`` (no audio for an id),
+``missing_transcript`` (audio in a chapter folder that no transcript line names).
+
+>>> prepare_librispeech(load_config(["data=librispeech", "data.path=LibriSpeech"]).data, 16000, 1)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from seqflow.audio.io import AUDIO_SUFFIXES
+from seqflow.data.sources.common import (Item, config_dict, quarantine_row, source_paths,
+                                         speaker_fractions, split_from_folders, walk_audio)
+from seqflow.data.sources.corpus import build_corpus
+
+log = logging.getLogger(__name__)
+
+SOURCE = "librispeech"
+TRANS_SUFFIX = ".trans.txt"
+
+
+def _audio_for(utt_id: str, audio: dict[str, Path]) -> Path | None:
+    """The audio file of ``utt_id`` (``audio``: ``<stem><lower-case suffix>`` -> path), ``.flac`` preferred."""
+    for suffix in (".flac",) + AUDIO_SUFFIXES:
+        p = audio.get(utt_id + suffix)
+        if p is not None:
+            return p
+    return None
+
+
+def scan_transcripts(base: Path, split: str | None, exclude: Path) -> tuple[list[Item], list[dict]]:
+    """Scan one LibriSpeech tree (every ``*.trans.txt`` under ``base``, sorted) -> ``(items, quarantine rows)``."""
+    items, bad = [], []
+    label = base.name
+    for trans in sorted(base.rglob(f"*{TRANS_SUFFIX}"), key=lambda p: p.relative_to(base).as_posix()):
+        if trans.resolve().is_relative_to(exclude) or any(x.startswith(".") for x in trans.relative_to(base).parts):
+            continue
+        folder = trans.parent
+        audio = {p.stem + p.suffix.lower(): p for p in walk_audio(folder, recursive=False)}
+        used: set[Path] = set()
+        folder_split = split or split_from_folders((base.name,) + folder.relative_to(base).parts)
+        try:
+            lines = trans.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            bad.append(quarantine_row(trans, "malformed_transcript", f"{trans}: cannot read ({exc})"[:300]))
+            continue
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            parts = line.strip().split(maxsplit=1)
+            if len(parts) < 2:
+                bad.append(quarantine_row(f"{trans}:{lineno}", "malformed_transcript",
+                                          f"{trans} line {lineno}: expected '<utterance id> <text>', got "
+                                          f"{line.strip()[:60]!r}", lineno))
+                continue
+            utt_id, text = parts
+            src = _audio_for(utt_id, audio)
+            if src is None:
+                bad.append(quarantine_row(folder / f"{utt_id}.flac", "missing_file",
+                                          f"{trans} line {lineno}: no audio file {utt_id}.* in {folder}", lineno))
+                continue
+            used.add(src)
+            name = f"{label}/{src.relative_to(base).as_posix()}" if label else src.relative_to(base).as_posix()
+            items.append(Item(src.resolve(), name, text, utt_id.split("-")[0], folder_split, "utterance",
+                              {"id": utt_id, "origin": f"{trans}:{lineno}", "line": lineno}))
+        for p in sorted(set(audio.values()) - used):
+            bad.append(quarantine_row(p, "missing_transcript", f"{p.name}: no line in {trans.name} names "
+                                      f"{p.stem!r}"))
+    return items, bad
+
+
+def prepare_librispeech(cfg_data: DictConfig, sample_rate: int, seed: int, progress: bool = True) -> Path:
+    """Ingest the LibriSpeech-layout folder(s) in ``data.path`` into ``data.root``; returns ``manifest.jsonl``'s path.
+
+    Raises:
+        ConfigError: ``data.path`` unset / not a folder, bad ``data.speaker_split``.
+        DataValidationError: no ``*.trans.txt`` line with its audio file.
+    """
+    raw = config_dict(cfg_data)
+    root = Path(str(raw["root"])).expanduser().resolve()
+    paths = source_paths(raw, SOURCE, want="dir")
+    frac = speaker_fractions(raw)
+    items, bad = [], []
+    for base, split in paths:
+        i, b = scan_transcripts(base, split, root)
+        items += i
+        bad += b
+    spec = {"path": [[str(p), s] for p, s in paths], "speaker_split": frac}
+    where = ",".join(str(p) for p, _ in paths)
+    return build_corpus(SOURCE, spec, items, bad, root, sample_rate, seed, frac, where, progress)
