@@ -6,15 +6,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 pytestmark = pytest.mark.slow
 
 
+def _user_backgrounds(folder: Path) -> Path:
+    """A user's background folder: one real recording and two broken files."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sf.write(folder / "street.wav", (0.05 * rng.standard_normal(3 * 22050)).astype(np.float32), 22050)
+    (folder / "corrupt.flac").write_bytes(b"fLaC this is not a flac stream")
+    sf.write(folder / "nan.wav", np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    return folder
+
+
 def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None:
-    proc = run_seqflow(project, "pipeline", *tiny_overrides)
+    bg = _user_backgrounds(project.parent / "my_backgrounds")
+    proc = run_seqflow(project, "pipeline", *tiny_overrides, f"data.background_dirs=[{bg}]")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
+
+    # bad input: the broken background files are quarantined with their reasons; the run went on
+    rows = [json.loads(line) for line in (project / "data" / "quarantine.jsonl").read_text().splitlines()]
+    reasons = {Path(r["audio_filepath"]).name.split("-", 1)[-1]: r["reason"] for r in rows}
+    assert reasons == {"corrupt.flac": "unreadable", "nan.wav": "nan_or_inf"}, rows
 
     # version: top-level data.dvc with the directory md5, pushed to the local remote
     dvc_text = (project / "data.dvc").read_text()

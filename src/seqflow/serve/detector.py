@@ -96,31 +96,46 @@ class TriggerWordDetector:
         self._margin = -(-(logmel.n_fft // 2) // self.hop_length)  # frames of STFT context
 
     def _logmel_frames(self, wav: torch.Tensor, f0: int, f1: int) -> torch.Tensor:
-        """Log-mel frames ``[f0, f1)`` of the whole stream ``wav (S,)`` → ``(1, f1 - f0, F)``."""
-        n = wav.shape[0]
+        """Log-mel frames ``[f0, f1)`` of the whole streams ``wav (B, S)`` → ``(B, f1 - f0, F)``."""
+        n = wav.shape[-1]
         a = max(0, f0 - self._margin) * self.hop_length
         b = min(n, (f1 - 1 + self._margin) * self.hop_length)
-        feats, _ = self.logmel(wav[a:b][None, :])
+        feats, _ = self.logmel(wav[:, a:b])
         i0 = f0 - a // self.hop_length
         return feats[:, i0:i0 + (f1 - f0)]
 
     @torch.no_grad()
+    def scores_many(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """Score several streams in one batch (GRU steps are sequential; batching them is what
+        makes hours of audio fast on a CPU). Shorter streams are zero-padded at the end, which
+        can only change their last one or two steps' STFT edge, never earlier scores.
+
+        Returns: ``probs (T'_i,)`` float32 for each stream.
+        """
+        xs = [np.asarray(w, dtype=np.float32).reshape(-1) for w in wavs]
+        longest = max((len(x) for x in xs), default=0)
+        x = torch.zeros(len(xs), longest)
+        for i, w in enumerate(xs):
+            x[i, :len(w)] = torch.from_numpy(w)
+        totals = [self.net.num_steps(1 + len(w) // self.hop_length) for w in xs]
+        total = max(totals, default=0)
+        probs = np.zeros((len(xs), total), dtype=np.float32)
+        h = None
+        for k0 in range(0, total, self.chunk_steps):
+            k1 = min(total, k0 + self.chunk_steps)
+            feats = self._logmel_frames(x, k0 * self.conv_stride, (k1 - 1) * self.conv_stride + self.conv_kernel)
+            logits, h = self.net(feats, h)
+            probs[:, k0:k1] = torch.sigmoid(logits).numpy()
+        return [probs[i, :t] for i, t in enumerate(totals)]
+
     def scores(self, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Args: ``wav (S,)`` mono float waveform at ``sample_rate``.
 
         Returns: ``(probs (T',), step_times_s (T',))`` float32/float64; ``T' = output_steps(S)``
         (empty when the audio is shorter than the receptive field).
         """
-        x = torch.as_tensor(np.asarray(wav, dtype=np.float32).reshape(-1))
-        total = self.net.num_steps(1 + x.shape[0] // self.hop_length)
-        probs = np.zeros(total, dtype=np.float32)
-        h = None
-        for k0 in range(0, total, self.chunk_steps):
-            k1 = min(total, k0 + self.chunk_steps)
-            feats = self._logmel_frames(x, k0 * self.conv_stride, (k1 - 1) * self.conv_stride + self.conv_kernel)
-            logits, h = self.net(feats, h)
-            probs[k0:k1] = torch.sigmoid(logits[0]).numpy()
-        times = step_to_seconds(np.arange(total), self.sample_rate, self.hop_length, self.conv_kernel,
+        probs = self.scores_many([wav])[0]
+        times = step_to_seconds(np.arange(len(probs)), self.sample_rate, self.hop_length, self.conv_kernel,
                                 self.conv_stride)
         return probs, np.asarray(times, dtype=np.float64)
 

@@ -34,8 +34,10 @@ def init_ray(cfg: DictConfig) -> None:
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    # Ray's own loggers at ERROR in every Ray process (the Train V2 placement-group cleaner warns
+    # every second when the dashboard's state API is off); seqflow's loggers stay at INFO.
     kwargs = dict(include_dashboard=False, log_to_driver=True, configure_logging=True,
-                  logging_level=logging.WARNING)
+                  logging_level=logging.WARNING, logging_config=ray.LoggingConfig(log_level="ERROR"))
     if address:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, **kwargs)

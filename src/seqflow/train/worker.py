@@ -49,12 +49,37 @@ class RankThroughput(pl.Callback):
             self.summary = {"per_rank_samples": counts, **metrics}
 
 
+class ProgressLog(pl.Callback):
+    """Rank 0 logs progress as plain lines (Ray forwards worker output line by line, so a
+    carriage-return progress bar would not show): every ``every`` steps and at each epoch end."""
+
+    def __init__(self, every: int = 25) -> None:
+        self.every, self.t0, self.samples = every, 0.0, 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.t0, self.samples = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.samples += int(batch["audio"].shape[0])
+        if trainer.global_rank == 0 and (batch_idx + 1) % self.every == 0:
+            log.info("epoch %d/%d  step %d/%d  train/loss %.4f  %.1f samples/s (rank 0)",
+                     trainer.current_epoch + 1, trainer.max_epochs, batch_idx + 1, trainer.num_training_batches,
+                     float(outputs["loss"]), self.samples / (time.perf_counter() - self.t0))
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        m = trainer.callback_metrics
+        if trainer.global_rank == 0 and not trainer.sanity_checking and "val/loss" in m:
+            extra = "  ".join(f"{k} {float(v):.4f}" for k, v in sorted(m.items()) if k.startswith("val/"))
+            log.info("epoch %d/%d done  %s", trainer.current_epoch + 1, trainer.max_epochs, extra)
+
+
 def quiet_worker_logs() -> None:
     """Drop per-report checkpoint chatter and known-harmless deprecation warnings on workers."""
     import warnings
 
     for name in ("ray.train", "ray.train.v2"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("seqflow").setLevel(logging.INFO)
     for pattern in (".*LeafSpec.*", ".*IterableDataset.*__len__.*", ".*all_gather is deprecated.*",
                     ".*litlogger.*", ".*does not have many workers.*"):
         warnings.filterwarnings("ignore", message=pattern)
@@ -89,11 +114,11 @@ def train_loop_per_worker(config: dict) -> None:
     throughput = RankThroughput()
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices="auto", strategy=RayDDPStrategy(),
-        plugins=[RayLightningEnvironment()], callbacks=[RayTrainReportCallback(), throughput],
+        plugins=[RayLightningEnvironment()], callbacks=[RayTrainReportCallback(), throughput, ProgressLog()],
         max_epochs=int(cfg.trainer.max_epochs), precision=cfg.trainer.precision,
         gradient_clip_val=float(cfg.trainer.gradient_clip_val),
         log_every_n_steps=int(cfg.trainer.log_every_n_steps), logger=logger,
-        enable_checkpointing=False, enable_progress_bar=(rank == 0), enable_model_summary=(rank == 0),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=(rank == 0),
         num_sanity_val_steps=0,
     )
     trainer = prepare_trainer(trainer)
