@@ -70,8 +70,9 @@ def test_det_curve_exact_frr_and_fa_per_hour() -> None:
 def test_det_curve_threshold_count_and_unreachable_target() -> None:
     probs, ends, seconds = _constructed()
     curve = det_curve(probs, STEP, FIRST, ends, seconds, thresholds=99)
-    assert len(curve["thresholds"]) == 99
-    assert curve["thresholds"][0] == pytest.approx(0.01) and curve["thresholds"][-1] == pytest.approx(0.99)
+    assert len(curve["thresholds"]) == 99 + 20  # 0.99 is in both the even grid and the tail
+    assert curve["thresholds"][-1] == pytest.approx(0.9999)
+    assert curve["thresholds"][0] == pytest.approx(0.01) and 0.99 in curve["thresholds"]
     # a curve that never gets below 1 FA/h → FRR 1.0 at threshold 1.0 (nothing fires)
     m = summarize({"thresholds": [0.5], "frr": [0.0], "fa_per_hour": [5.0]}, [1.0])
     assert m == {"test/frr_at_1fah": 1.0, "test/threshold": 1.0, "test/fa_per_hour": 0.0}
@@ -86,7 +87,7 @@ def test_evaluate_trigger_word_end_to_end(tmp_path: Path) -> None:
     out = evaluate_trigger_word(det, clips, thresholds=9, fa_per_hour_targets=[0.5, 1.0])
     assert out["test/num_positives"] == 4.0 and out["test/hours"] == pytest.approx(12 / 3600)
     assert {"test/frr_at_0.5fah", "test/frr_at_1fah", "test/threshold", "test/fa_per_hour"} <= set(out)
-    assert len(out["curve"]["frr"]) == 9 and all(0.0 <= r <= 1.0 for r in out["curve"]["frr"])
+    assert len(out["curve"]["frr"]) == 9 + 21 and all(0.0 <= r <= 1.0 for r in out["curve"]["frr"])
     png = plot_det(out["curve"], tmp_path / "plots" / "det.png",
                    operating_point=(out["test/fa_per_hour"], out["test/frr_at_1fah"]))
     data = png.read_bytes()

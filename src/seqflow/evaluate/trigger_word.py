@@ -64,13 +64,14 @@ def det_curve(probs: np.ndarray | Sequence[np.ndarray], step_s: float, first_ste
     """FRR and FA/h for each threshold over a scored stream (or several: pass lists of
     ``probs`` and of ``positive_ends_s``, one per stream, each in its own timeline).
 
-    ``thresholds``: a count ``n`` (evenly spaced in (0, 1): ``0.01 … 0.99`` for 99) or explicit
-    values. Returns ``{"thresholds": [...], "frr": [...], "fa_per_hour": [...]}`` ascending in threshold.
+    ``thresholds``: a count ``n`` (evenly spaced in (0, 1): ``0.01 … 0.99`` for 99, plus 21
+    log-spaced values from 0.99 to 0.9999) or explicit values. Returns ``{"thresholds": [...], "frr": [...], "fa_per_hour": [...]}`` ascending in threshold.
     """
     if isinstance(probs, np.ndarray):
         probs, positive_ends_s = [probs], [positive_ends_s]
-    if isinstance(thresholds, int):
-        ths = np.linspace(0.0, 1.0, thresholds + 2)[1:-1]
+    if isinstance(thresholds, int):  # evenly spaced, plus a fine tail up to 0.9999 where FA/h gets small
+        ths = np.unique(np.concatenate([np.linspace(0.0, 1.0, thresholds + 2)[1:-1],
+                                        1.0 - np.logspace(-2, -4, 21)]))
     else:
         ths = np.sort(np.asarray(thresholds, dtype=np.float64))
     hours = seconds / 3600.0
