@@ -1,4 +1,4 @@
-"""The synthetic trigger-word corpus: determinism, voice split, negatives, backgrounds, user files."""
+"""The synthetic corpus: determinism, voice split, negatives, backgrounds, user files, sentences."""
 
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ from seqflow.data.manifest import read_manifest
 from seqflow.data.synthetic import CORPUS_NAME, build_synthetic_corpus
 from seqflow.data.tts import EspeakTTS
 from seqflow.errors import ConfigError
+from seqflow.text.normalize import normalize_text
 
 SR = 16000
 TINY = [
     "data.num_voices=3", "data.accents=[en-us,en-gb]", "data.variants=[m1,f2]",
     "data.renders_per_voice=2", "data.negatives_per_voice=3", "data.num_negatives=6",
     "data.num_confusables=2", "data.background_kinds=[white,babble]", "data.background_seconds=1.0",
-    "data.backgrounds_per_kind={train:1,val:1,test:1}",
+    "data.backgrounds_per_kind={train:1,val:1,test:1}", "data.num_sentences=12",
 ]
+KIND_ORDER = ("positive", "negative", "background", "utterance")
 
 
 def tiny_cfg(root: Path, *extra: str):
@@ -54,15 +56,14 @@ def test_build_is_byte_identical(corpus, tmp_path):
     build(other)
     a, b = all_files(corpus), all_files(other)
     assert list(a) == list(b)
-    assert len([k for k in a if k.endswith(".flac")]) == 3 * (2 + 3) + 3 * 2
+    assert len([k for k in a if k.endswith(".flac")]) == 3 * (2 + 3) + 3 * 2 + 12
     assert [k for k in a if a[k] != b[k]] == []
 
 
 def test_manifest_rows_match_audio(corpus):
     rows = read_manifest(corpus / "manifest.jsonl")
     keys = [(r.split, r.kind, r.audio_filepath) for r in rows]
-    assert keys == sorted(keys, key=lambda k: (("train", "val", "test").index(k[0]),
-                                               ("positive", "negative", "background").index(k[1]), k[2]))
+    assert keys == sorted(keys, key=lambda k: (("train", "val", "test").index(k[0]), KIND_ORDER.index(k[1]), k[2]))
     for r in rows:
         wav, sr = read_audio(r.resolve(corpus))
         assert sr == SR and abs(len(wav) / sr - r.duration) < 1e-3
@@ -71,6 +72,10 @@ def test_manifest_rows_match_audio(corpus):
             assert r.text == "activate" and 0.2 < r.duration < 2.0
         if r.kind == "background":
             assert r.text == "" and r.duration == pytest.approx(1.0) and r.speaker in ("white", "babble")
+        if r.kind == "utterance":  # raw sentence in text, the spoken (normalised) form in extra
+            assert r.extra["normalized"] == normalize_text(r.text)
+            assert r.audio_filepath == f"audio/{r.split}/utterance/{Path(r.audio_filepath).stem}.flac"
+            assert 0.1 * len(r.extra["normalized"].split()) < r.duration < 1.0 * len(r.extra["normalized"].split()) + 1
 
 
 def test_voice_splits_are_disjoint(corpus):
@@ -79,8 +84,37 @@ def test_voice_splits_are_disjoint(corpus):
     assert all(len(v) == 1 for v in voices.values())
     assert not (voices["train"] & voices["val"] or voices["train"] & voices["test"] or voices["val"] & voices["test"])
     for r in read_manifest(corpus / "manifest.jsonl"):
-        if r.kind in ("positive", "negative"):
+        if r.kind in ("positive", "negative", "utterance"):
             assert r.speaker in voices[r.split]
+
+
+def test_sentence_corpus_is_split_by_sentence_and_voice(corpus):
+    rows = [r for r in read_manifest(corpus / "manifest.jsonl") if r.kind == "utterance"]
+    assert len(rows) == 12 and len({r.extra["normalized"] for r in rows}) == 12  # each sentence spoken once
+    by_split = {s: {r.extra["normalized"] for r in rows if r.split == s} for s in ("train", "val", "test")}
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [10, 1, 1]  # 0.8/0.1/0.1 of 12
+    assert not by_split["test"] & by_split["train"] and not by_split["val"] & by_split["train"]
+    assert [r.audio_filepath for r in rows if r.split == "test"] == ["audio/test/utterance/test-utterance-000000.flac"]
+    assert len({(r.extra["rate_wpm"], r.extra["pitch"]) for r in rows}) > 1  # varied rate and pitch
+    summary = json.loads((corpus / CORPUS_NAME).read_text())
+    assert summary["counts"]["train"]["utterance"] == 10
+    assert summary["config"]["num_sentences"] == 12
+    sentences = summary["sentences"]
+    assert {s: v["count"] for s, v in sentences.items()} == {"train": 10, "val": 1, "test": 1}
+    hours = sum(r.duration for r in rows if r.split == "train") / 3600
+    assert sentences["train"]["hours"] == pytest.approx(hours, abs=1e-4) and hours > 0
+
+
+def test_sentences_can_be_disabled_and_change_the_fingerprint(tmp_path):
+    root = tmp_path / "data"
+    build(root, "data.num_sentences=0")
+    summary = json.loads((root / CORPUS_NAME).read_text())
+    assert not (root / "audio/train/utterance").exists()
+    assert all(v["count"] == 0 for v in summary["sentences"].values())
+    assert not any(r.kind == "utterance" for r in read_manifest(root / "manifest.jsonl"))
+    build(root, "data.num_sentences=3")
+    assert json.loads((root / CORPUS_NAME).read_text())["fingerprint"] != summary["fingerprint"]
+    assert len(list(root.glob("audio/*/utterance/*.flac"))) == 3
 
 
 def test_negatives_exclude_the_trigger(corpus):
@@ -134,6 +168,8 @@ def test_changed_config_rebuilds_and_removes_stale_files(tmp_path):
     ("data.background_kinds=[white,rain]", "rain"),
     ("data.num_voices=99", "num_voices"),
     ("data.background_dirs=[/nonexistent/folder]", "/nonexistent/folder"),
+    ("data.num_sentences=-1", "num_sentences"),
+    ("data.sentence_split.test=0", "sentence_split"),
 ])
 def test_bad_config_fails_before_any_work(tmp_path, override, needle):
     root = tmp_path / "data"

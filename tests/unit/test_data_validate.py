@@ -13,6 +13,7 @@ from seqflow.data.validate import (
     check_audio,
     check_header,
     check_transcript,
+    normalize_transcript,
     validate_corpus,
 )
 from seqflow.errors import DataValidationError
@@ -53,7 +54,11 @@ CASES = [
     ("audio/train/negative/long.flac", "negative", "a long one", "too_long"),
     ("audio/train/negative/notext.flac", "negative", "  ", "empty_transcript"),
     ("audio/train/positive/gone.flac", "positive", "activate", "missing"),
+    ("audio/train/utterance/ok4.flac", "utterance", "Wake me at 7am, please!", None),
+    ("audio/train/utterance/snow.flac", "utterance", "naïve ☃ test", "unnormalisable_text"),
+    ("audio/train/utterance/dots.flac", "utterance", "?! ...", "empty_text"),
 ]
+N_VALID = sum(1 for *_, reason in CASES if reason is None)
 
 
 @pytest.fixture
@@ -76,6 +81,8 @@ def corpus(tmp_path):
     _flac(root, CASES[10][0], _speech(0.02))
     _flac(root, CASES[11][0], _speech(6.0))
     _flac(root, CASES[12][0], _speech(0.7))
+    for i in (14, 15, 16):  # good audio; only the transcripts differ
+        _flac(root, CASES[i][0], _speech(1.1, i))
     utts = [Utterance(p, 1.0 if kind != "background" else 0.0, text, "en-us+f3", p.split("/")[1]
                       if p.startswith("audio/") else "train", kind) for p, kind, text, _ in CASES]
     write_manifest(root / "manifest.jsonl", utts)
@@ -93,7 +100,7 @@ def test_each_bad_file_is_quarantined_with_its_reason(corpus, monkeypatch, heade
     want = {p: reason for p, _, _, reason in CASES if reason}
     assert got == want
     assert all(r["stage"] == "validate" and set(r) == {"audio_filepath", "reason", "detail", "stage"} for r in rows)
-    assert report.total == len(CASES) and report.quarantined == len(want) and report.valid == 4
+    assert report.total == len(CASES) and report.quarantined == len(want) and report.valid == N_VALID == 5
     assert report.reasons == {r: 1 for r in sorted(want.values())}
     assert report.bad_fraction == pytest.approx(len(want) / len(CASES))
 
@@ -104,6 +111,16 @@ def test_each_bad_file_is_quarantined_with_its_reason(corpus, monkeypatch, heade
     assert durations["background/user/room.wav"] == pytest.approx(7.0)  # corrected from 0.0; no max for backgrounds
     assert report.seconds["train/background"] == pytest.approx(7.0)
     assert report.seconds["train/positive"] == pytest.approx(0.8)
+    assert report.seconds["train/utterance"] == pytest.approx(1.1)
+
+    # utterances: normalised transcript in text, the original kept; other kinds untouched
+    texts = {u.audio_filepath: (u.text, u.extra) for u in valid}
+    assert texts["audio/train/utterance/ok4.flac"] == ("wake me at seven a m please",
+                                                       {"raw_text": "Wake me at 7am, please!"})
+    assert texts["audio/train/negative/ok2.flac"] == ("hello there", {})
+    detail = {r["audio_filepath"]: r["detail"] for r in rows}
+    assert detail["audio/train/utterance/snow.flac"] == "characters '☃' in 'naïve ☃ test'"  # ï folds to i
+    assert "?! ..." in detail["audio/train/utterance/dots.flac"]
 
     # quarantine, not drop: the manifest and every file that existed are untouched
     assert (corpus / "manifest.jsonl").read_bytes() == manifest_before
@@ -128,9 +145,9 @@ def test_too_many_bad_files_raise_with_reasons_and_quarantine_path(corpus):
     with pytest.raises(DataValidationError) as err:
         validate_corpus(corpus, max_bad_fraction=0.05, progress=False, **LIMITS)
     msg = str(err.value)
-    assert "10 of 14" in msg and "clipped: 1" in msg and "missing: 1" in msg
+    assert "12 of 17" in msg and "clipped: 1" in msg and "missing: 1" in msg and "unnormalisable_text: 1" in msg
     assert str(corpus / "quarantine.jsonl") in msg
-    assert len(read_jsonl(corpus / "quarantine.jsonl")) == 10  # written before raising
+    assert len(read_jsonl(corpus / "quarantine.jsonl")) == 12  # written before raising
     assert (corpus / "audio/train/positive/corrupt.flac").exists()
 
 
@@ -187,3 +204,25 @@ def test_check_header_and_transcript():
     assert check_transcript("?!", "utterance")[0] == "empty_transcript"
     assert check_transcript(None, "negative")[0] == "empty_transcript"
     assert check_transcript("activate", "positive") is None
+
+
+@pytest.mark.parametrize("text, kind, want", [
+    ("Set a timer for 10 minutes.", "utterance", ("set a timer for ten minutes", None)),
+    ("It’s 3:15 — café time", "utterance", ("it's three fifteen cafe time", None)),
+    ("Hello, World!", "negative", ("Hello, World!", None)),  # trigger-word rows are not normalised here
+    ("", "background", ("", None)),
+])
+def test_normalize_transcript_valid(text, kind, want):
+    assert normalize_transcript(text, kind) == want
+
+
+@pytest.mark.parametrize("text, reason, needle", [
+    ("naïve ☃ test", "unnormalisable_text", "'☃'"),
+    ("日本 ok", "unnormalisable_text", "'日' '本'"),
+    ("  ", "empty_text", "nothing left"),
+    (None, "empty_text", "nothing left"),
+    ("— ?! —", "empty_text", "nothing left"),
+])
+def test_normalize_transcript_quarantine_reasons(text, reason, needle):
+    norm, bad = normalize_transcript(text, "utterance")
+    assert norm is None and bad[0] == reason and needle in bad[1]

@@ -1,17 +1,20 @@
-"""The ``synthetic`` data source: a trigger-word corpus rendered offline with espeak-ng.
+"""The ``synthetic`` data source: a trigger-word and sentence corpus rendered offline with espeak-ng.
 
 Output under ``cfg.data.root`` (see ``conf/data/synthetic.yaml`` for every key)::
 
     audio/<split>/positive/<split>-positive-000000.flac     the trigger word, one voice/rate/pitch each
     audio/<split>/negative/<split>-negative-000000.flac     confusables, user words, common words
     audio/<split>/background/<split>-background-pink-000000.flac   generated noise (16 kHz FLAC)
+    audio/<split>/utterance/<split>-utterance-000000.flac     sentences for speech recognition
     background/user/0000-<name>                              byte copies of files in data.background_dirs
     manifest.jsonl                                           every file (seqflow.data.manifest.Utterance)
     corpus.json                                              summary + fingerprint of config and seed
 
 Voices (accent+variant, e.g. ``en-us+f3``) are split disjointly: test voices are never heard in
-training. The build is a function of the config and the seed: two builds give byte-identical
-files, and a rebuild with the same fingerprint is skipped ("corpus up to date").
+training. The sentence corpus (``data.num_sentences``, see :mod:`seqflow.data.synthetic_sentences`)
+is split by sentence as well: each sentence is spoken once, by a voice of its own split. The build
+is a function of the config and the seed: two builds give byte-identical files, and a rebuild
+with the same fingerprint is skipped ("corpus up to date").
 
 >>> cfg = load_config(["data.num_voices=6"])   # doctest: +SKIP
 >>> manifest = build_synthetic_corpus(cfg.data, cfg.audio.sample_rate, cfg.seed)   # doctest: +SKIP
@@ -38,20 +41,22 @@ from seqflow.audio.resample import resample
 from seqflow.data.background import BACKGROUND_KINDS, generate_background
 from seqflow.data.confusables import confusable_words, load_lexicon, normalise_text, sounds_like_trigger
 from seqflow.data.manifest import MANIFEST_NAME, Utterance, read_manifest, write_manifest
+from seqflow.data.synthetic_sentences import (SENTENCE_KEYS, check_sentence_config, contains_words, plan_digest,
+                                              plan_sentences, sentence_summary)
 from seqflow.data.tts import EspeakTTS
 from seqflow.errors import ConfigError, SeqflowError
 
 log = logging.getLogger(__name__)
 
 CORPUS_NAME = "corpus.json"
-FORMAT_VERSION = 1  # bump when the generator changes what it writes: forces a rebuild
+FORMAT_VERSION = 2  # bump when the generator changes what it writes: forces a rebuild
 SPLITS = ("train", "val", "test")
-KINDS = ("positive", "negative", "background")
+KINDS = ("positive", "negative", "background", "utterance")
 RENDER_PEAK = 0.7  # TTS renders are peak-normalised to this level
 BUILD_KEYS = ("trigger_word", "negatives", "num_negatives", "num_confusables", "accents", "variants",
               "num_voices", "voice_split", "rates_wpm", "pitches", "renders_per_voice",
               "negatives_per_voice", "background_kinds", "background_seconds", "backgrounds_per_kind",
-              "background_dirs")
+              "background_dirs") + SENTENCE_KEYS
 
 
 def _seed(*parts) -> np.random.Generator:
@@ -143,6 +148,7 @@ def validate_config(cfg_data: DictConfig, sample_rate: int, tts: EspeakTTS) -> d
         if not Path(d).is_dir():
             raise ConfigError(f"data.background_dirs entry {d} is not a folder")
     spec["background_dirs"] = dirs
+    check_sentence_config(spec)
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ConfigError(f"audio.sample_rate must be a positive integer, got {sample_rate!r}")
     return spec
@@ -199,12 +205,23 @@ def _hash_split(key: str, frac: dict[str, float]) -> str:
     return SPLITS[-1]
 
 
-def _fingerprint(spec: dict, sample_rate: int, seed: int, user_bg: list[tuple[Path, str]], tts: EspeakTTS) -> str:
+def _fingerprint(spec: dict, sample_rate: int, seed: int, user_bg: list[tuple[Path, str]], tts: EspeakTTS,
+                 sentences: str) -> str:
     lex = hashlib.sha256("\n".join(load_lexicon()).encode()).hexdigest()
     files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p, _ in user_bg]
     blob = json.dumps({"format": FORMAT_VERSION, "spec": spec, "sample_rate": sample_rate, "seed": seed,
-                       "espeak": tts.version, "lexicon": lex, "user_backgrounds": files}, sort_keys=True)
+                       "espeak": tts.version, "lexicon": lex, "user_backgrounds": files,
+                       "sentences": sentences}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _render_speech(tts: EspeakTTS, text: str, voice: str, rate: int, pitch: int, sample_rate: int) -> np.ndarray:
+    """Render ``text``, resample to ``sample_rate`` and peak-normalise to :data:`RENDER_PEAK`: ``(S,)`` float32."""
+    wav, tts_sr = tts.render(text, voice=voice, rate_wpm=rate, pitch=pitch)
+    if wav.size == 0:
+        raise SeqflowError(f"espeak-ng rendered no audio for {text!r} in voice {voice}")
+    wav = resample(wav, tts_sr, sample_rate)
+    return wav * np.float32(RENDER_PEAK / max(float(np.abs(wav).max()), 1e-6))
 
 
 def _up_to_date(root: Path, fingerprint: str) -> bool:
@@ -230,7 +247,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 
 
 def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, progress: bool = True) -> Path:
-    """Render the trigger-word corpus described by ``cfg_data`` (``cfg.data``) into ``cfg_data.root``.
+    """Render the trigger-word and sentence corpus described by ``cfg_data`` (``cfg.data``) into its ``root``.
 
     Args:
         cfg_data: the ``data`` config group (``conf/data/synthetic.yaml`` keys).
@@ -249,18 +266,20 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
     spec = validate_config(cfg_data, sample_rate, tts)
     root = Path(str(cfg_data.root))
     user_bg = _user_backgrounds(spec["background_dirs"])
-    fingerprint = _fingerprint(spec, sample_rate, seed, user_bg, tts)
+    voices = split_voices(spec, seed)
+    sentence_jobs = plan_sentences(spec, voices, seed)
+    fingerprint = _fingerprint(spec, sample_rate, seed, user_bg, tts, plan_digest(sentence_jobs))
     manifest_path = root / MANIFEST_NAME
     if _up_to_date(root, fingerprint):
         log.info("corpus up to date: %s (fingerprint %s)", root, fingerprint[:12])
         return manifest_path
 
-    voices = split_voices(spec, seed)
     negatives = choose_negatives(spec, seed, tts)
     neg_texts = [n["text"] for n in negatives]
     confusable = {n["text"] for n in negatives if n["source"] == "confusable"}
-    log.info("building synthetic corpus in %s: trigger %r, %d negatives (%d confusable), voices %s",
-             root, spec["trigger_word"], len(negatives), len(confusable), {s: len(v) for s, v in voices.items()})
+    log.info("building synthetic corpus in %s: trigger %r, %d negatives (%d confusable), %d sentences, voices %s",
+             root, spec["trigger_word"], len(negatives), len(confusable), len(sentence_jobs),
+             {s: len(v) for s, v in voices.items()})
 
     (root / CORPUS_NAME).unlink(missing_ok=True)  # the summary marks a complete build: write it last
     for sub in (root / "audio", root / "background" / "user"):
@@ -268,7 +287,7 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
 
     per_voice = spec["renders_per_voice"] + spec["negatives_per_voice"]
     n_bg = sum(spec["backgrounds_per_kind"][s] for s in SPLITS) * len(spec["background_kinds"])
-    total = sum(len(v) for v in voices.values()) * per_voice + n_bg
+    total = sum(len(v) for v in voices.values()) * per_voice + n_bg + len(sentence_jobs)
     rows: list[Utterance] = []
     bar = tqdm(total=total, desc="prepare: rendering", unit="file", disable=not progress)
     lo_r, hi_r = spec["rates_wpm"]
@@ -285,11 +304,7 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
             jobs += [("negative", neg_texts[i]) for i in order[: spec["negatives_per_voice"]]]
             for kind, text in jobs:
                 rate, pitch = int(rng.integers(lo_r, hi_r + 1)), int(rng.integers(lo_p, hi_p + 1))
-                wav, tts_sr = tts.render(text, voice=voice, rate_wpm=rate, pitch=pitch)
-                if wav.size == 0:
-                    raise SeqflowError(f"espeak-ng rendered no audio for {text!r} in voice {voice}")
-                wav = resample(wav, tts_sr, sample_rate)
-                wav = wav * np.float32(RENDER_PEAK / max(float(np.abs(wav).max()), 1e-6))
+                wav = _render_speech(tts, text, voice, rate, pitch, sample_rate)
                 key = f"{split}-{kind}-{counters[kind]:06d}"
                 counters[kind] += 1
                 rel = f"audio/{split}/{kind}/{key}.flac"
@@ -299,6 +314,18 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
                     extra["confusable"] = text in confusable
                 rows.append(Utterance(rel, round(len(wav) / sample_rate, 6), text, voice, split, kind, extra))
                 bar.update()
+        current = None
+        for job in (j for j in sentence_jobs if j.split == split):  # grouped by voice: one reset per voice
+            if job.voice != current:
+                current = job.voice
+                tts.reset(seed=zlib.crc32(f"{seed}:{job.voice}:sentences".encode()) & 0x7FFFFFFF)
+            wav = _render_speech(tts, job.normalized, job.voice, job.rate_wpm, job.pitch, sample_rate)
+            write_audio_atomic(root / job.rel, wav, sample_rate)
+            extra = {"rate_wpm": job.rate_wpm, "pitch": job.pitch, "normalized": job.normalized,
+                     "contains_trigger": contains_words(job.normalized, spec["trigger_word"])}
+            rows.append(Utterance(job.rel, round(len(wav) / sample_rate, 6), job.text, job.voice, split,
+                                  "utterance", extra))
+            bar.update()
         for noise in spec["background_kinds"]:
             for i in range(spec["backgrounds_per_kind"][split]):
                 rng = _seed(seed, "background", split, noise, i)
@@ -328,11 +355,14 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
     counts = {s: {k: sum(1 for u in rows if u.split == s and u.kind == k) for k in KINDS} for s in SPLITS}
     seconds = {s: {k: round(sum(u.duration for u in rows if u.split == s and u.kind == k), 3) for k in KINDS}
                for s in SPLITS}
+    durations = {Path(u.audio_filepath).stem: u.duration for u in rows if u.kind == "utterance"}
     summary = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "source": "synthetic",
                "trigger_word": spec["trigger_word"], "negatives": negatives,
                "confusables": [n["text"] for n in negatives if n["source"] == "confusable"],
                "voices": voices, "counts": counts, "seconds": seconds, "sample_rate": sample_rate,
-               "seed": seed, "tts": f"espeak-ng {tts.version}", "config": spec}
+               "sentences": sentence_summary(sentence_jobs, durations), "seed": seed,
+               "tts": f"espeak-ng {tts.version}", "config": spec}
     write_bytes_atomic(root / CORPUS_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-    log.info("synthetic corpus: %s", {s: counts[s] for s in SPLITS})
+    log.info("synthetic corpus: %s; sentences %s", {s: counts[s] for s in SPLITS},
+             {s: (v["count"], v["hours"]) for s, v in summary["sentences"].items()})
     return manifest_path

@@ -4,11 +4,14 @@ Reads ``<root>/manifest.jsonl`` (written by prepare) and writes, atomically and 
 
 - ``<root>/quarantine.jsonl``: one row per bad file,
   ``{"audio_filepath", "reason", "detail", "stage": "validate"}`` (rows of stage ``prepare`` kept first);
-- ``<root>/manifest.valid.jsonl``: the valid rows, ``duration`` replaced by the decoded duration.
+- ``<root>/manifest.valid.jsonl``: the valid rows, ``duration`` replaced by the decoded duration;
+  speech-recognition rows (``kind == "utterance"``) carry the normalised transcript
+  (:func:`seqflow.text.normalize.normalize_text`) in ``text`` and the original in ``extra["raw_text"]``.
 
 The manifest itself and the audio files are left untouched. Reasons (one per file, first match wins):
-``missing``, ``empty``, ``unreadable``, ``empty_transcript``, ``channels``, ``sample_rate``,
-``too_long``, ``nan_or_inf``, ``too_short``, ``silent``, ``clipped``.
+``empty_transcript`` (trigger-word rows), ``unnormalisable_text`` / ``empty_text`` (utterances: the
+transcript does not normalise; the detail names the characters), ``missing``, ``empty``, ``unreadable``,
+``channels``, ``sample_rate``, ``too_long``, ``nan_or_inf``, ``too_short``, ``silent``, ``clipped``.
 
 >>> report = validate_corpus(Path("data"), min_duration=0.05, max_duration=120.0,
 ...                          max_bad_fraction=0.05, sample_rate=16000)  # doctest: +SKIP
@@ -30,6 +33,7 @@ from tqdm import tqdm
 from seqflow.audio.io import read_audio
 from seqflow.data.manifest import MANIFEST_NAME, QUARANTINE_NAME, Utterance, read_jsonl, read_manifest, write_jsonl, write_manifest
 from seqflow.errors import AudioDecodeError, DataValidationError
+from seqflow.text.normalize import TextNormalizationError, normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,29 @@ def check_transcript(text: str | None, kind: str) -> tuple[str, str] | None:
     if not any(ch.isalnum() for ch in text):
         return ("empty_transcript", f"no letters or digits in {text[:40]!r}")
     return None
+
+
+def normalize_transcript(text: str | None, kind: str) -> tuple[str | None, tuple[str, str] | None]:
+    """Normalise an utterance transcript: ``(normalised text, None)`` or ``(None, (reason, detail))``.
+
+    Only ``kind == "utterance"`` rows (speech recognition) are normalised; other kinds return
+    ``(text, None)`` unchanged. Reasons: ``unnormalisable_text`` (detail names the characters left
+    outside ``[a-z' ]``) and ``empty_text`` (nothing left after normalisation).
+
+    >>> normalize_transcript("Wake me at 7am!", "utterance")
+    ('wake me at seven a m', None)
+    >>> normalize_transcript("snow ☃", "utterance")[1]
+    ('unnormalisable_text', "characters '☃' in 'snow ☃'")
+    """
+    if kind != "utterance":
+        return text, None
+    raw = text or ""
+    try:
+        return normalize_text(raw), None
+    except TextNormalizationError as exc:
+        if exc.chars:
+            return None, (exc.reason, f"characters {' '.join(map(repr, exc.chars))} in {raw[:80]!r}")
+        return None, (exc.reason, f"nothing left after normalisation of {raw[:80]!r}")
 
 
 def check_header(channels: int, frames: int, sr: int, *, max_duration: float | None, max_channels: int = 2,
@@ -220,11 +247,14 @@ def validate_corpus(root: Path, min_duration: float, max_duration: float, max_ba
     speech = dict(common, max_duration=max_duration)
     background = dict(common, max_duration=max_background_duration)
 
-    def check(u: Utterance) -> tuple[str | None, str, float]:
-        bad = check_transcript(u.text, u.kind)
+    def check(u: Utterance) -> tuple[str | None, str, float, str | None]:
+        if u.kind == "utterance":
+            text, bad = normalize_transcript(u.text, u.kind)
+        else:
+            text, bad = u.text, check_transcript(u.text, u.kind)
         if bad:
-            return (*bad, u.duration)
-        return _check_file(u.resolve(root), background if u.kind == "background" else speech)
+            return (*bad, u.duration, None)
+        return (*_check_file(u.resolve(root), background if u.kind == "background" else speech), text)
 
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool, \
@@ -237,9 +267,11 @@ def validate_corpus(root: Path, min_duration: float, max_duration: float, max_ba
     valid: list[Utterance] = []
     rows: list[dict] = []
     seconds: Counter = Counter()
-    for u, (reason, detail, duration) in zip(utts, results):
+    for u, (reason, detail, duration, text) in zip(utts, results):
         if reason is None:
             u.duration = round(float(duration), 6)
+            if u.kind == "utterance":
+                u.extra, u.text = {**(u.extra or {}), "raw_text": u.text}, text
             valid.append(u)
             seconds[f"{u.split}/{u.kind}"] += u.duration
         else:
