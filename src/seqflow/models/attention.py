@@ -84,10 +84,7 @@ class MultiHeadAttention(nn.Module):
         if mask is not None:
             mask = mask.expand(B, 1, Tq, Tk)
             empty_rows = ~mask.any(dim=-1, keepdim=True)  # (B, 1, Tq, 1): nothing to attend to
-            if bool(empty_rows.any()):
-                mask = mask | empty_rows  # attend anywhere (finite), output zeroed below
-            else:
-                empty_rows = None
+            mask = mask | empty_rows  # such rows attend anywhere (finite, no NaN); output zeroed below
         heads = F.scaled_dot_product_attention(  # softmax(Q Kᵀ / √d_k) V per head
             Q, K, V, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         if empty_rows is not None:

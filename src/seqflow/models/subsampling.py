@@ -53,6 +53,8 @@ class ConvSubsampling4x(nn.Module):
         Returns ``(x (B, T', D), out_lengths (B,))`` with ``T' = subsampled_length(T)``.
         """
         B, T, _ = feats.shape
+        if T < 7:
+            raise ValueError(f"ConvSubsampling4x needs at least 7 feature frames (70 ms), got T={T}")
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=feats.device)
         x = self.conv(feats.unsqueeze(1))                     # (B, C, T', F')
