@@ -117,19 +117,15 @@ def deploy(overrides: Optional[List[str]] = OVERRIDES) -> None:
     """Serve the pipeline as a Prefect deployment on ``flow.cron`` (needs ``PREFECT_API_URL`` of a
     running ``prefect server start``; the ephemeral API cannot schedule)."""
     _setup_logging()
-    from omegaconf import OmegaConf
-
-    from seqflow import stages
-    from seqflow.config import load_config
+    from seqflow.flow import compose_configs
     from seqflow.flow import pipeline as flow_fn
 
-    cfg = load_config(overrides or [])
-    stages.check_config(cfg)
+    cfgs = compose_configs(overrides or [])
     if not os.environ.get("PREFECT_API_URL"):
         typer.echo("seqflow deploy: set PREFECT_API_URL to a Prefect server (prefect server start)", err=True)
         raise typer.Exit(2)
-    flow_fn.serve(name=cfg.flow.deployment_name, cron=cfg.flow.cron,
-                  parameters={"cfg": OmegaConf.to_container(cfg, resolve=True)})
+    flow_fn.serve(name=cfgs[0]["flow"]["deployment_name"], cron=cfgs[0]["flow"]["cron"],
+                  parameters={"cfgs": cfgs})
 
 
 def main() -> None:  # pragma: no cover

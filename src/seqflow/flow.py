@@ -61,37 +61,70 @@ def register(cfg: dict, shards: dict, trained: dict, evaluated: dict) -> dict:
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(cfg: dict) -> dict[str, Any]:
-    """Run every stage on the composed seqflow config ``cfg`` (a plain dict); returns a summary."""
+def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
+    """Run every stage; ``cfgs`` holds one composed config (plain dict) per model to train.
+
+    prepare, validate and version run once (every model shares the corpus and its data version);
+    shard → train → evaluate → register run per model. Returns one summary per model.
+    """
     t0 = time.perf_counter()
-    prepare(cfg)
-    report = validate(cfg)
-    data = version(cfg)
-    shards = shard(cfg, data["md5"])
-    trained = train(cfg, shards, data)
-    evaluated = evaluate(cfg, shards, trained)
-    registered = register(cfg, shards, trained, evaluated)
-    summary = {
-        "data.dvc_md5": data["md5"],
-        "validate": report,
-        "shards": shards["root"],
-        "throughput/samples_per_s": trained["metrics"].get("throughput/samples_per_s"),
-        **{k: v for k, v in evaluated["metrics"].items() if k.startswith("test/")},
-        "mlflow_run_id": trained["run_id"],
-        "registered_model": registered["name"],
-        "version": registered["version"],
-        "aliases": registered["aliases"],
-        "promotion": registered["reason"],
-        "wall_s": round(time.perf_counter() - t0, 1),
-    }
-    print(stages.format_summary(summary))
-    return summary
+    base = cfgs[0]
+    prepare(base)
+    report = validate(base)
+    data = version(base)
+    summaries = []
+    for cfg in cfgs:
+        shards = shard(cfg, data["md5"])
+        trained = train(cfg, shards, data)
+        evaluated = evaluate(cfg, shards, trained)
+        registered = register(cfg, shards, trained, evaluated)
+        summaries.append({
+            "model": cfg["model"]["name"],
+            "data.dvc_md5": data["md5"],
+            "validate": report,
+            "shards": shards["root"],
+            "throughput/samples_per_s": trained["metrics"].get("throughput/samples_per_s"),
+            **{k: v for k, v in evaluated["metrics"].items() if k.startswith("test/")},
+            "mlflow_run_id": trained["run_id"],
+            "registered_model": registered["name"],
+            "version": registered["version"],
+            "aliases": registered["aliases"],
+            "promotion": registered["reason"],
+            "wall_s": round(time.perf_counter() - t0, 1),
+        })
+        print(stages.format_summary(summaries[-1]))
+    return summaries
 
 
-def run_pipeline(overrides: list[str] | None = None) -> dict[str, Any]:
-    """Compose the config with Hydra ``overrides`` and run the flow (used by the CLI)."""
+def split_model_list(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``model=[trigger_word,ctc]`` → (``["trigger_word", "ctc"]``, the other overrides); a
+    single ``model=x`` or none → (``["x"]`` or ``[]``, the overrides unchanged)."""
+    models, rest = [], []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key == "model" and value.startswith("[") and value.endswith("]"):
+            models += [m.strip() for m in value[1:-1].split(",") if m.strip()]
+        else:
+            rest.append(o)
+    return models, rest
+
+
+def compose_configs(overrides: list[str] | None = None) -> list[dict]:
+    """One checked, resolved config (plain dict) per requested model: ``model=[a,b]`` trains
+    several models in one flow run; every other override applies to all of them.
+
+    Raises:
+        ConfigError / Hydra errors: before any work starts.
+    """
     from seqflow.config import load_config
 
-    cfg = load_config(overrides)
-    stages.check_config(cfg)
-    return pipeline(OmegaConf.to_container(cfg, resolve=True))
+    models, rest = split_model_list(list(overrides or []))
+    cfgs = [load_config(rest + [f"model={m}"]) for m in models] if models else [load_config(rest)]
+    for cfg in cfgs:
+        stages.check_config(cfg)
+    return [OmegaConf.to_container(cfg, resolve=True) for cfg in cfgs]
+
+
+def run_pipeline(overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """Compose the configs (see :func:`compose_configs`) and run the flow (used by the CLI)."""
+    return pipeline(compose_configs(overrides))

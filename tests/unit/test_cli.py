@@ -46,3 +46,11 @@ def test_detect_bad_file_exits_2_naming_it(tmp_path: Path, content: bytes | None
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and str(path) in lines[0]
     assert ("missing" if content is None else "unreadable") in lines[0]
+
+
+def test_model_list_composes_one_config_per_model() -> None:
+    from seqflow.flow import split_model_list
+
+    models, rest = split_model_list(["model=[trigger_word, ctc]", "trainer.max_epochs=2"])
+    assert models == ["trigger_word", "ctc"] and rest == ["trainer.max_epochs=2"]
+    assert split_model_list(["model=ctc"]) == ([], ["model=ctc"])
