@@ -7,6 +7,11 @@ a worker that runs out of samples starts its shards again (so uneven shards neve
 DDP rank waiting for another, which hangs silently). Samples that cannot be read or decoded
 are counted and logged per shard, never dropped silently.
 
+Speech recognition: with ``batch_seconds`` the batches are dynamic, by padded audio seconds
+with duration buckets (:mod:`seqflow.shards.bucketing`), ``batches_per_rank`` then comes from the
+split's total seconds; with ``tokenizer_dir`` every batch also carries the token ids of its
+transcripts (``tokens``, ``token_lengths``).
+
 >>> dl = make_dataloader("shards/x/train/index.json", 16, rank=0, world_size=2,
 ...                      num_workers=1, shuffle=True, seed=0)            # doctest: +SKIP
 >>> batch = next(iter(dl)); batch["audio"].shape, len(dl)                # doctest: +SKIP
@@ -14,6 +19,7 @@ are counted and logged per shard, never dropped silently.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -27,21 +33,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from seqflow.audio.io import decode_audio_bytes
 from seqflow.errors import AudioDecodeError, ShardError
+from seqflow.shards.bucketing import bucket_batches, bucket_boundaries, seconds_batches_per_rank
+from seqflow.shards.index import duration_percentiles, load_index
 
 log = logging.getLogger(__name__)
 AUDIO_KEYS = ("flac", "wav")
-
-
-def load_index(index: str | Path | dict) -> tuple[dict, Path]:
-    """``(index dict, folder of the tars)`` from an ``index.json`` path (or an already-loaded dict,
-    whose folder is then the current directory)."""
-    if isinstance(index, dict):
-        return index, Path(".")
-    path = Path(index)
-    try:
-        return json.loads(path.read_text()), path.parent
-    except (OSError, ValueError) as exc:
-        raise ShardError(f"{path}: cannot read shard index ({exc})") from exc
 
 
 def check_shards_for_ranks(index: str | Path | dict, world_size: int, num_workers: int) -> None:
@@ -114,31 +110,48 @@ def read_shard(path: Path, expected: int | None = None, strict: bool = False) ->
                     "; ".join(skips.reasons[:3]) or "fewer samples than index.json says")
 
 
-def collate(samples: list[dict]) -> dict:
-    """Batch dict: ``audio`` float32 (B, S) zero-padded, ``audio_lengths`` int64 (B,), ``labels``
-    float32 (B, Ty) zero-padded, ``keys`` and ``texts`` lists."""
+def collate(samples: list[dict], tokenizer=None) -> dict:
+    """Batch dict: ``audio`` float32 (B, S) zero-padded, ``audio_lengths`` int64 (B,), ``keys`` and
+    ``texts`` lists; ``labels`` float32 (B, Ty) zero-padded (trigger word: always without a
+    ``tokenizer``, else only when the samples carry labels); with a ``tokenizer`` also ``tokens``
+    int64 (B, U) padded with the blank id 0 and ``token_lengths`` int64 (B,)."""
     lengths = [len(s["wav"]) for s in samples]
-    labels = [np.asarray(s["meta"].get("labels", []), dtype=np.float32) for s in samples]
     audio = np.zeros((len(samples), max(lengths)), dtype=np.float32)
-    lab = np.zeros((len(samples), max(len(x) for x in labels)), dtype=np.float32)
     for i, s in enumerate(samples):
         audio[i, :lengths[i]] = s["wav"]
-        lab[i, :len(labels[i])] = labels[i]
-    return {"audio": torch.from_numpy(audio), "audio_lengths": torch.tensor(lengths, dtype=torch.int64),
-            "labels": torch.from_numpy(lab), "keys": [s["key"] for s in samples],
-            "texts": [s["text"] for s in samples]}
+    batch = {"audio": torch.from_numpy(audio), "audio_lengths": torch.tensor(lengths, dtype=torch.int64),
+             "keys": [s["key"] for s in samples], "texts": [s["text"] for s in samples]}
+    if tokenizer is None or any("labels" in s["meta"] for s in samples):
+        labels = [np.asarray(s["meta"].get("labels", []), dtype=np.float32) for s in samples]
+        lab = np.zeros((len(samples), max(len(x) for x in labels)), dtype=np.float32)
+        for i, x in enumerate(labels):
+            lab[i, :len(x)] = x
+        batch["labels"] = torch.from_numpy(lab)
+    if tokenizer is not None:
+        ids = [tokenizer.encode(t) for t in batch["texts"]]
+        tokens = torch.full((len(ids), max(1, max(len(x) for x in ids))), tokenizer.blank_id, dtype=torch.int64)
+        for i, x in enumerate(ids):
+            tokens[i, :len(x)] = torch.tensor(x, dtype=torch.int64)
+        batch["tokens"], batch["token_lengths"] = tokens, torch.tensor([len(x) for x in ids], dtype=torch.int64)
+    return batch
 
 
 class ShardBatches(IterableDataset):
     """Batches of one rank: its shards split by dataloader worker, cycled, exactly
-    ``batches_per_rank`` batches per epoch (``len()``)."""
+    ``batches_per_rank`` batches per epoch (``len()``): ``batch_size`` samples each, or with
+    ``batch_seconds`` dynamic duration-bucketed batches (edges ``boundaries`` [s]); token ids
+    added by the tokenizer in ``tokenizer_dir`` (loaded in each worker)."""
 
     def __init__(self, index_path: str | Path, batch_size: int, rank: int, world_size: int,
-                 batches_per_rank: int, shuffle: bool, seed: int, shuffle_buffer: int = 100) -> None:
+                 batches_per_rank: int, shuffle: bool, seed: int, shuffle_buffer: int = 100,
+                 batch_seconds: float | None = None, boundaries: list[float] | None = None,
+                 tokenizer_dir: str | Path | None = None) -> None:
         index, folder = load_index(index_path)
         self.shards = [(folder / e["name"], int(e["num_samples"])) for e in index["shards"]][rank::world_size]
         self.batch_size, self.rank, self.batches_per_rank = batch_size, rank, batches_per_rank
         self.shuffle, self.seed, self.shuffle_buffer, self.epoch = shuffle, seed, shuffle_buffer, 0
+        self.batch_seconds, self.boundaries = batch_seconds, list(boundaries or [])
+        self.tokenizer_dir = None if tokenizer_dir is None else str(tokenizer_dir)
 
     def __len__(self) -> int:
         return self.batches_per_rank
@@ -168,13 +181,22 @@ class ShardBatches(IterableDataset):
         if self.shuffle:
             stream = wds.filters.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 32), rng=rng)(stream)
         stream = iter(stream)
+        if self.batch_seconds is not None:
+            groups = bucket_batches(stream, self.boundaries, float(self.batch_seconds))
+        else:
+            groups = ([next(stream) for _ in range(self.batch_size)] for _ in itertools.count())
+        tokenizer = None
+        if self.tokenizer_dir is not None:
+            from seqflow.text.tokenizers import load_tokenizer
+            tokenizer = load_tokenizer(self.tokenizer_dir)
         try:
             for _ in range(self.batches_per_rank // nw):
-                yield collate([next(stream) for _ in range(self.batch_size)])
+                yield collate(next(groups), tokenizer)
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            for it in (groups, stream):
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
 
 
 class ShardLoader(DataLoader):
@@ -208,17 +230,23 @@ def batches_per_rank(num_samples: int, batch_size: int, world_size: int, num_wor
 
 def make_dataloader(index_path: str | Path, batch_size: int, rank: int, world_size: int, num_workers: int,
                     shuffle: bool, seed: int, epoch_batches: int | None = None, shuffle_buffer: int = 100,
-                    pin_memory: bool = False) -> ShardLoader:
+                    pin_memory: bool = False, batch_seconds: float | None = None, num_buckets: int = 8,
+                    batch_margin: float = 0.1, tokenizer_dir: str | Path | None = None) -> ShardLoader:
     """DataLoader of one rank over a split's shards (see module doc); yields the batch dicts of
     :func:`collate`, ``len()`` batches per epoch, the same number on every rank.
 
     Args:
         index_path: the split's ``index.json``.
+        batch_size: samples per batch (ignored with ``batch_seconds``).
         rank / world_size: this DDP rank and the number of ranks (passed explicitly).
         num_workers: dataloader worker processes (0: read in this process).
         shuffle: shuffle shard order and samples (buffer of ``shuffle_buffer``) anew each epoch.
         epoch_batches: batches per epoch instead of one pass over the data (rounded down to a
             multiple of ``num_workers``).
+        batch_seconds: dynamic batches of at most this many padded seconds of audio, from
+            ``num_buckets`` duration buckets; batches per rank from the split's seconds with a
+            safety ``batch_margin`` (:func:`~seqflow.shards.bucketing.seconds_batches_per_rank`).
+        tokenizer_dir: a saved tokenizer; batches then carry ``tokens`` / ``token_lengths``.
 
     Raises:
         ShardError: unreadable index, fewer shards than ranks x workers, or too few samples for
@@ -227,12 +255,23 @@ def make_dataloader(index_path: str | Path, batch_size: int, rank: int, world_si
     index, _ = load_index(index_path)
     check_shards_for_ranks(index_path, world_size, num_workers)
     nw = max(1, num_workers)
-    n = (int(epoch_batches) // nw * nw if epoch_batches is not None
-         else batches_per_rank(int(index["num_samples"]), batch_size, world_size, num_workers))
+    boundaries = None
+    if epoch_batches is not None:
+        n = int(epoch_batches) // nw * nw
+    elif batch_seconds is not None:
+        n = seconds_batches_per_rank(float(index["num_seconds"]), float(batch_seconds), world_size, num_workers,
+                                     batch_margin)
+    else:
+        n = batches_per_rank(int(index["num_samples"]), batch_size, world_size, num_workers)
     if n <= 0:
         raise ShardError(f"{index_path}: {index['num_samples']} samples are too few for world size {world_size} "
                          f"x batch size {batch_size} x {nw} worker(s) (epoch_batches={epoch_batches})")
-    dataset = ShardBatches(index_path, batch_size, rank, world_size, n, shuffle, seed, shuffle_buffer)
+    if batch_seconds is not None:
+        pct = index.get("duration_percentiles") or duration_percentiles(
+            [len(wav) / meta["sample_rate"] for _, wav, meta in iter_samples(index_path)])  # older index
+        boundaries = bucket_boundaries(pct, int(num_buckets))
+    dataset = ShardBatches(index_path, batch_size, rank, world_size, n, shuffle, seed, shuffle_buffer,
+                           batch_seconds=batch_seconds, boundaries=boundaries, tokenizer_dir=tokenizer_dir)
     return ShardLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                        persistent_workers=False)
 

@@ -3,7 +3,10 @@
 Layout: ``<shards.root>/<data_md5>-<config_hash>/<split>/shard-000000.tar`` + ``index.json``.
 A split folder is written under a temporary name next to its final place and renamed in one
 step, so a reader sees either no split or a complete one; an existing complete set for the same
-data version and config hash is reused.
+data version and config hash is reused. ``index.json`` is described in :mod:`seqflow.shards.index`.
+What a sample holds depends on the model family: trigger-word clips (:mod:`seqflow.shards.clips`)
+or utterances for ASR (:mod:`seqflow.shards.utterances`, with the tokenizer and the shard-stage
+quarantine next to the splits).
 
 >>> s = shard_dataset(cfg, Path(cfg.data.root), data_md5)           # doctest: +SKIP
 >>> s.index_paths["train"], s.num_samples["train"]                  # doctest: +SKIP
@@ -25,13 +28,15 @@ import webdataset as wds
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from seqflow.audio.io import encode_audio, write_bytes_atomic
+from seqflow.audio.io import encode_audio
+from seqflow.data.manifest import QUARANTINE_NAME
 from seqflow.errors import ShardError
 from seqflow.shards.clips import SPLITS, ClipSource
+from seqflow.shards.index import INDEX_NAME, finish_index, verify_index
+from seqflow.shards.utterances import UtteranceSource, model_family, utterance_shard_config
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = "index.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
 SHARD_LAYOUT_VERSION = 2  # bump when clip synthesis or the sample layout changes
 
@@ -52,14 +57,6 @@ def _encode(sample: dict, fmt: str) -> tuple[dict, float]:
            "txt": str(sample.get("txt", "")).encode("utf-8"),
            "json": json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")}
     return out, seconds
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class _Shards:
@@ -157,21 +154,11 @@ def write_shards(samples: Iterable[dict], out_dir: Path, split: str, target_byte
                                  f"{min_shards} (every rank x dataloader worker needs a shard); add data or "
                                  f"lower min_shards / ray.num_workers / trainer.num_workers")
             stats = _resplit(tmp, stats, shards.seconds, min_shards)
-        index = _finish_index(tmp, stats, split, fmt, data_md5, config_hash)
+        index = finish_index(tmp, stats, split, fmt, data_md5, config_hash, seconds=shards.seconds)
         _swap_in(tmp, out_dir)
         return index
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _finish_index(folder: Path, stats: list[dict], split: str, fmt: str, data_md5: str, config_hash: str) -> dict:
-    entries = [{"name": s["name"], "num_samples": s["num_samples"], "num_seconds": round(s["num_seconds"], 3),
-                "sha256": _sha256(folder / s["name"]), "bytes": (folder / s["name"]).stat().st_size} for s in stats]
-    index = {"split": split, "num_samples": sum(e["num_samples"] for e in entries),
-             "num_seconds": round(sum(s["num_seconds"] for s in stats), 3), "format": fmt, "shards": entries,
-             "data_md5": data_md5, "config_hash": config_hash}
-    write_bytes_atomic(folder / INDEX_NAME, (json.dumps(index, indent=1, sort_keys=True) + "\n").encode())
-    return index
 
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:
@@ -185,29 +172,6 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def verify_index(index_path: str | Path, check_sha256: bool = True) -> list[str]:
-    """Problems with a split's shards, empty when complete: unreadable ``index.json``, a missing
-    tar, a size or sha256 different from the index, or sample counts that do not add up."""
-    index_path = Path(index_path)
-    try:
-        index = json.loads(index_path.read_text())
-        entries = index["shards"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [f"{index_path}: unreadable index ({exc})"]
-    problems = []
-    for e in entries:
-        p = index_path.parent / e["name"]
-        if not p.is_file():
-            problems.append(f"{p}: missing")
-        elif p.stat().st_size != e["bytes"]:
-            problems.append(f"{p}: {p.stat().st_size} bytes, index says {e['bytes']}")
-        elif check_sha256 and _sha256(p) != e["sha256"]:
-            problems.append(f"{p}: sha256 differs from index")
-    if sum(e["num_samples"] for e in entries) != index.get("num_samples"):
-        problems.append(f"{index_path}: shard sample counts do not add up to num_samples")
-    return problems
-
-
 def effective_min_shards(cfg) -> int:
     """``shards.min_shards``, raised to ``ray.num_workers x trainer.num_workers`` so every rank and
     dataloader worker gets at least one shard."""
@@ -218,63 +182,94 @@ def effective_min_shards(cfg) -> int:
 
 
 def shard_config_hash(cfg) -> str:
-    """Stable 12-hex hash of everything that changes shard content: sample rate, shard format /
-    size / count, ``clips.*``, the label geometry (hop, conv kernel/stride), seed, layout version."""
-    relevant = {
-        "layout": SHARD_LAYOUT_VERSION,
-        "sample_rate": int(cfg.audio.sample_rate),
-        "format": str(cfg.shards.format), "target_bytes": int(cfg.shards.target_bytes),
-        "min_shards": effective_min_shards(cfg),
-        "clips": OmegaConf.to_container(cfg.clips, resolve=True),
-        "hop_length": int(cfg.model.features.hop_length),
-        "conv_kernel": int(cfg.model.net.conv_kernel), "conv_stride": int(cfg.model.net.conv_stride),
-        "seed": int(cfg.seed),
-    }
+    """Stable 12-hex hash of everything that changes shard content.
+
+    Trigger word: sample rate, shard format / size / count, ``clips.*``, the label geometry (hop,
+    conv kernel/stride), seed, layout version. ASR (``model.name`` ctc | transformer, which share
+    shards): family ``asr``, sample rate, format / size / count, hop, tokenizer kind and size, data
+    source name, seed, utterance layout version (:func:`~seqflow.shards.utterances.utterance_shard_config`).
+    The two families never share a shard set.
+    """
+    if model_family(str(cfg.model.name)) == "asr":
+        relevant = utterance_shard_config(cfg)
+    else:
+        relevant = {
+            "layout": SHARD_LAYOUT_VERSION,
+            "sample_rate": int(cfg.audio.sample_rate),
+            "format": str(cfg.shards.format), "target_bytes": int(cfg.shards.target_bytes),
+            "min_shards": effective_min_shards(cfg),
+            "clips": OmegaConf.to_container(cfg.clips, resolve=True),
+            "hop_length": int(cfg.model.features.hop_length),
+            "conv_kernel": int(cfg.model.net.conv_kernel), "conv_stride": int(cfg.model.net.conv_stride),
+            "seed": int(cfg.seed),
+        }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
 class ShardSet:
-    """A complete shard set: ``root`` (folder/URI), ``index_paths`` and ``num_samples`` per split."""
+    """A complete shard set: ``root`` (folder/URI), ``index_paths`` and ``num_samples`` per split;
+    ``tokenizer_dir``: the ASR tokenizer trained on its train transcripts (``None`` for trigger word)."""
 
     root: str
     index_paths: dict[str, Path] = field(default_factory=dict)
     num_samples: dict[str, int] = field(default_factory=dict)
     data_md5: str = ""
     config_hash: str = ""
+    tokenizer_dir: Path | None = None
 
 
 def shard_dataset(cfg, data_root: str | Path, data_md5: str, progress: bool = True, verify: bool = True) -> ShardSet:
-    """Write (or reuse) trigger-word clip shards for train/val/test under
-    ``<shards.root>/<data_md5>-<config_hash>/<split>/``.
+    """Write (or reuse) the shards of train/val/test under ``<shards.root>/<data_md5>-<config_hash>/<split>/``.
 
-    A split whose ``index.json`` exists (and, with ``verify``, whose tars match their sha256) is
-    reused; anything else is (re)written from :class:`ClipSource` over ``data_root``.
+    ``model.name`` picks the content: ``trigger_word`` → synthesized clips (:class:`ClipSource`);
+    ``ctc`` / ``transformer`` → utterances (:class:`UtteranceSource`), plus ``tokenizer/`` and the
+    shard-stage ``quarantine.jsonl`` in the shard set folder. A split whose ``index.json`` exists
+    (and, with ``verify``, whose tars match their sha256) is reused; anything else is (re)written
+    from the corpus at ``data_root``.
 
     Raises:
-        ShardError: corpus manifest missing or a split lacks positives/backgrounds/samples.
+        ConfigError: unknown ``model.name``.
+        ShardError: corpus manifest missing, or a split lacks positives/backgrounds (trigger word)
+            or valid utterances (ASR), or too few samples for ``min_shards``.
     """
+    family = model_family(str(cfg.model.name))
     config_hash = shard_config_hash(cfg)
     root = Path(cfg.shards.root) / f"{data_md5}-{config_hash}"
     shard_set = ShardSet(root=str(root), data_md5=data_md5, config_hash=config_hash)
+    utterances = UtteranceSource.from_config(cfg, data_root, root) if family == "asr" else None
     source, reused = None, []
-    for split in SPLITS:
-        index_path = root / split / INDEX_NAME
-        problems = verify_index(index_path, check_sha256=verify) if index_path.exists() else ["missing"]
-        if not problems:
-            index = json.loads(index_path.read_text())
-            reused.append(split)
-        else:
-            if index_path.exists():
-                log.warning("rewriting shards of split %s: %s", split, "; ".join(problems[:3]))
-            source = source or ClipSource.from_config(cfg, data_root)
-            index = write_shards(source.clips(split), root / split, split, int(cfg.shards.target_bytes),
-                                 effective_min_shards(cfg), fmt=str(cfg.shards.format), data_md5=data_md5,
-                                 config_hash=config_hash, progress=progress, total=source.num_clips(split))
-            log.info("wrote %d %s shards (%d samples, %.0f s) at %s", len(index["shards"]), split,
-                     index["num_samples"], index["num_seconds"], root / split)
-        shard_set.index_paths[split] = index_path
-        shard_set.num_samples[split] = int(index["num_samples"])
+    try:
+        for split in SPLITS:
+            index_path = root / split / INDEX_NAME
+            problems = verify_index(index_path, check_sha256=verify) if index_path.exists() else ["missing"]
+            if not problems:
+                index = json.loads(index_path.read_text())
+                reused.append(split)
+            else:
+                if index_path.exists():
+                    log.warning("rewriting shards of split %s: %s", split, "; ".join(problems[:3]))
+                if utterances is not None:
+                    samples, total = utterances.samples(split), utterances.count(split)
+                else:
+                    source = source or ClipSource.from_config(cfg, data_root)
+                    samples, total = source.clips(split), source.num_clips(split)
+                index = write_shards(samples, root / split, split, int(cfg.shards.target_bytes),
+                                     effective_min_shards(cfg), fmt=str(cfg.shards.format), data_md5=data_md5,
+                                     config_hash=config_hash, progress=progress, total=total)
+                log.info("wrote %d %s shards (%d samples, %.0f s) at %s", len(index["shards"]), split,
+                         index["num_samples"], index["num_seconds"], root / split)
+            shard_set.index_paths[split] = index_path
+            shard_set.num_samples[split] = int(index["num_samples"])
+        if utterances is not None:
+            utterances.tokenizer()  # loaded, or rebuilt when only the tokenizer went missing
+            shard_set.tokenizer_dir = utterances.tokenizer_dir
+    finally:
+        if utterances is not None and utterances.prepared:
+            utterances.write_quarantine(root / QUARANTINE_NAME, keep_splits=tuple(reused))
     if len(reused) == len(SPLITS):
         log.info("reusing shards at %s", root)
     return shard_set
+
+
+_finish_index = finish_index  # older name, kept for callers that build tars by hand
