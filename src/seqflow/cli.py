@@ -61,32 +61,56 @@ def prepare(overrides: Optional[List[str]] = OVERRIDES) -> None:
     typer.echo(f"validate: {stages.validate(cfg)}")
 
 
-@app.command()
-def detect(
-    audio: List[str] = typer.Argument(..., help="WAV/FLAC/OGG files"),
-    model: str = typer.Option("models:/seqflow-trigger-word@champion", help="MLflow model URI"),
-    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: the project's store)"),
-) -> None:
-    """Print each trigger-word detection (start/end seconds, score) for each audio file."""
+def _read_all(files: List[str], command: str) -> list:
+    """Decode every file before any model loads; a bad one → one line naming it, exit 2."""
     from seqflow.audio.io import read_audio
     from seqflow.errors import AudioDecodeError
 
     waves = []
-    for path in audio:  # check every file before loading the model
+    for path in files:
         try:
             waves.append((path, read_audio(path, target_sr=16000)[0]))
         except AudioDecodeError as e:
-            typer.echo(f"seqflow detect: {e.path}: {e.reason} ({e.detail})", err=True)
+            typer.echo(f"seqflow {command}: {e.path}: {e.reason} ({e.detail})", err=True)
             raise typer.Exit(2)
+    return waves
+
+
+def _load_pyfunc(model: str, tracking_uri: Optional[str]):
     import mlflow
 
     mlflow.set_tracking_uri(_tracking_uri(tracking_uri))
-    pyfunc = mlflow.pyfunc.load_model(model)
+    return mlflow.pyfunc.load_model(model)
+
+
+AUDIO_FILES = typer.Argument(..., help="WAV/FLAC/OGG files (any rate; resampled to 16 kHz mono)")
+TRACKING = typer.Option(None, help="MLflow tracking URI (default: the project's store)")
+
+
+@app.command()
+def detect(audio: List[str] = AUDIO_FILES,
+           model: str = typer.Option("models:/seqflow-trigger-word@champion", help="MLflow model URI"),
+           tracking_uri: Optional[str] = TRACKING) -> None:
+    """Print each trigger-word detection (start/end seconds, score) for each audio file."""
+    waves = _read_all(audio, "detect")
+    pyfunc = _load_pyfunc(model, tracking_uri)
     for path, wav in waves:
         dets = pyfunc.predict(wav)
         typer.echo(f"{path}: {len(dets)} detection(s)")
         for row in dets.itertuples(index=False):
             typer.echo(f"  start={row.start:7.2f}s  end={row.end:7.2f}s  score={row.score:.3f}")
+
+
+@app.command()
+def transcribe(audio: List[str] = AUDIO_FILES,
+               model: str = typer.Option("models:/seqflow-asr-ctc@champion", help="MLflow model URI"),
+               tracking_uri: Optional[str] = TRACKING) -> None:
+    """Print one transcript per audio file (``path<TAB>transcript``)."""
+    waves = _read_all(audio, "transcribe")
+    pyfunc = _load_pyfunc(model, tracking_uri)
+    for path, wav in waves:
+        text = pyfunc.predict(wav)["text"].iloc[0]
+        typer.echo(f"{path}\t{text}")
 
 
 @app.command()

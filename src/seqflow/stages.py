@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqflow.errors import ConfigError
 
 log = logging.getLogger("seqflow.pipeline")
+MODELS = ("trigger_word", "ctc", "transformer")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -27,14 +28,16 @@ def check_config(cfg: DictConfig) -> None:
     """
     from seqflow.data.sources import check_source_config
 
-    if cfg.model.name != "trigger_word":
-        raise ConfigError(f"model {cfg.model.name!r} is not available yet (only 'trigger_word')")
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"model {cfg.model.name!r} is unknown; choose one of {MODELS}")
     if int(cfg.ray.num_workers) < 1 or int(cfg.trainer.num_workers) < 0:
         raise ConfigError("ray.num_workers must be >= 1 and trainer.num_workers >= 0")
     if cfg.model.name == "trigger_word" and not (
             cfg.data.source == "synthetic" or (cfg.data.source == "speech_commands" and cfg.data.get("trigger_word"))):
         raise ConfigError("model=trigger_word needs data=synthetic, or data=speech_commands with "
                           "data.trigger_word=<word> (its folder holds the positives)")
+    if cfg.model.name != "trigger_word" and cfg.data.source == "speech_commands" and cfg.data.get("trigger_word"):
+        raise ConfigError(f"model={cfg.model.name} needs transcribed utterances; unset data.trigger_word")
     check_source_config(cfg.data, int(cfg.audio.sample_rate))
 
 
@@ -73,7 +76,7 @@ def shard(cfg: DictConfig, data_md5: str) -> dict:
 
     s = shard_dataset(cfg, Path(cfg.data.root), data_md5)
     return {"root": str(s.root), "index": {k: str(v) for k, v in s.index_paths.items()},
-            "num_samples": dict(s.num_samples)}
+            "num_samples": dict(s.num_samples), "tokenizer_dir": str(s.tokenizer_dir) if s.tokenizer_dir else None}
 
 
 def experiment_name(cfg: DictConfig) -> str:
@@ -96,49 +99,36 @@ def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         run_id = run.info.run_id
     result = train_with_ray(cfg, run_id, exp, Path(shards["index"]["train"]), Path(shards["index"]["val"]),
-                            run_name=f"{cfg.model.name}-{run_id}")
+                            run_name=f"{cfg.model.name}-{run_id}", tokenizer_dir=shards.get("tokenizer_dir"))
     client = mlflow.MlflowClient()
     metrics = client.get_run(run_id).data.metrics
     return {"run_id": run_id, "checkpoint": str(result.checkpoint_file), "metrics": dict(metrics)}
 
 
 def evaluate(cfg: DictConfig, shards: dict, trained: dict) -> dict:
-    """Score the test split's continuous audio, log FRR / FA/h metrics and the DET plot to the
-    run, save the detector (weights + settings at the operating threshold)."""
+    """Evaluate on the test split (FRR/FA-h and a DET plot for the trigger word; WER/CER and a
+    hypotheses table for ASR), log it all on the training run, package the model for serving."""
     import tempfile
 
     import mlflow
 
-    from seqflow.evaluate.trigger_word import evaluate_trigger_word, plot_det
-    from seqflow.lit.factory import load_net_from_checkpoint
-    from seqflow.lit.trigger_word import build_logmel
-    from seqflow.serve.detector import TriggerWordDetector, save_detector
-    from seqflow.shards.reader import iter_samples
+    from seqflow.evaluate.run import evaluate_asr_model, evaluate_trigger_word_model
 
-    net = load_net_from_checkpoint(cfg, trained["checkpoint"])
-    detector = TriggerWordDetector(net, build_logmel(cfg.model.features), refractory_s=float(cfg.evaluate.refractory_s))
-    clips = [(wav, meta["segments"]) for _key, wav, meta in iter_samples(shards["index"]["test"])]
-    ev = cfg.evaluate
-    result = evaluate_trigger_word(detector, clips, thresholds=int(ev.thresholds),
-                                   fa_per_hour_targets=list(ev.fa_per_hour_targets), refractory_s=float(ev.refractory_s),
-                                   match_tolerance_s=float(ev.match_tolerance_s), label_steps=int(cfg.clips.label_steps))
-    curve = result.pop("curve")
-    metrics = {k: float(v) for k, v in result.items()}
     out = Path(tempfile.mkdtemp(prefix="seqflow-eval-"))
-    det_png = plot_det(curve, out / "det_curve.png", (metrics["test/fa_per_hour"], metrics["test/frr_at_1fah"]))
-    detector_dir = out / "detector"
-    save_detector(detector_dir, net, OmegaConf.to_container(cfg.model, resolve=True),
-                  threshold=metrics["test/threshold"], refractory_s=float(ev.refractory_s))
+    if cfg.model.name == "trigger_word":
+        ev = evaluate_trigger_word_model(cfg, shards["index"]["test"], trained["checkpoint"], out)
+    else:
+        ev = evaluate_asr_model(cfg, shards["index"]["test"], trained["checkpoint"], shards["tokenizer_dir"], out)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     with mlflow.start_run(run_id=trained["run_id"]):
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(det_png), "plots")
-        mlflow.log_dict({k: [float(x) for x in v] for k, v in curve.items()}, "evaluation/det_curve.json")
+        mlflow.log_metrics(ev.metrics)
+        for folder, paths in ev.artifacts.items():
+            for path in paths:
+                mlflow.log_artifact(str(path), folder)
+        for name, doc in ev.documents.items():
+            mlflow.log_dict(doc, name)
         mlflow.set_tag("eval.test_set", test_set_id(shards))
-    log.info("test: FRR %.3f at 0.5 FA/h, %.3f at 1 FA/h (threshold %.2f) over %.2f h, %d positives",
-             metrics["test/frr_at_0.5fah"], metrics["test/frr_at_1fah"], metrics["test/threshold"],
-             metrics["test/hours"], metrics["test/num_positives"])
-    return {"metrics": metrics, "detector_dir": str(detector_dir)}
+    return {"metrics": ev.metrics, "model_dir": str(ev.model_dir)}
 
 
 def test_set_id(shards: dict) -> str:
@@ -151,13 +141,14 @@ def register(cfg: DictConfig, shards: dict, trained: dict, evaluated: dict) -> d
     import mlflow
     import numpy as np
 
-    from seqflow.tracking.pyfunc import log_trigger_word_model
+    from seqflow.tracking.pyfunc import log_asr_model, log_trigger_word_model
     from seqflow.tracking.registry import register_and_promote
 
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     example = np.zeros(int(cfg.audio.sample_rate), dtype=np.float32)
+    log_model = log_trigger_word_model if cfg.model.name == "trigger_word" else log_asr_model
     with mlflow.start_run(run_id=trained["run_id"]):
-        info = log_trigger_word_model(evaluated["detector_dir"], example)
+        info = log_model(evaluated["model_dir"], example)
     decision = register_and_promote(info.model_uri, cfg.model.registered_name, trained["run_id"],
                                     metric_key=cfg.model.gate_metric,
                                     challenger_alias=cfg.tracking.challenger_alias,

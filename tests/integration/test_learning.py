@@ -56,7 +56,7 @@ def test_loss_falls_and_model_detects_trigger_word(tmp_path: Path, monkeypatch) 
     loader = make_dataloader(shards["index"]["train"], 16, rank=0, world_size=1, num_workers=0,
                              shuffle=True, seed=0)
     history = LossHistory()
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=6, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[history],
                          gradient_clip_val=5.0)
     trainer.fit(module, loader)

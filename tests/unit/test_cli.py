@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_help_lists_commands() -> None:
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("pipeline", "prepare", "detect", "ui", "serve", "deploy"):
+    for cmd in ("pipeline", "prepare", "detect", "transcribe", "ui", "serve", "deploy"):
         assert cmd in res.output
 
 
@@ -36,12 +36,13 @@ def test_overrides_reach_the_config() -> None:
     assert cfg.tracking.tracking_uri.startswith("sqlite:///") and Path(cfg.workdir).is_absolute()
 
 
+@pytest.mark.parametrize("command", ["detect", "transcribe"])
 @pytest.mark.parametrize("content", [None, b"this is not audio"])
-def test_detect_bad_file_exits_2_naming_it(tmp_path: Path, content: bytes | None) -> None:
+def test_bad_file_exits_2_naming_it(tmp_path: Path, content: bytes | None, command: str) -> None:
     path = tmp_path / "clip.wav"
     if content is not None:
         path.write_bytes(content)
-    res = runner.invoke(app, ["detect", str(path)])
+    res = runner.invoke(app, [command, str(path)])
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and str(path) in lines[0]

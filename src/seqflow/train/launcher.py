@@ -46,7 +46,7 @@ def init_ray(cfg: DictConfig) -> None:
 
 
 def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_index: Path,
-                   val_index: Path, run_name: str) -> TrainResult:
+                   val_index: Path, run_name: str, tokenizer_dir: str | None = None) -> TrainResult:
     """Fit the configured model with Lightning DDP on ``cfg.ray.num_workers`` Ray Train workers.
 
     Checkpoints go to ``cfg.ray.storage_path/<run_name>``; re-running with the same ``run_name``
@@ -74,7 +74,8 @@ def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_ind
         train_loop_per_worker,
         train_loop_config={"cfg": OmegaConf.to_container(cfg, resolve=True), "run_id": run_id,
                            "experiment_name": experiment_name,
-                           "train_index": str(train_index), "val_index": str(val_index)},
+                           "train_index": str(train_index), "val_index": str(val_index),
+                           "tokenizer_dir": tokenizer_dir},
         scaling_config=ScalingConfig(num_workers=world, use_gpu=bool(cfg.ray.use_gpu),
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_name, storage_path=str(cfg.ray.storage_path),

@@ -104,10 +104,16 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     pl.seed_everything(int(cfg.seed) + rank, workers=True, verbose=False)
 
-    module = build_module(cfg)
+    tokenizer_dir = config.get("tokenizer_dir")
+    module = build_module(cfg, tokenizer_dir=tokenizer_dir)
     bs, nw = int(cfg.model.batch_size), int(cfg.trainer.num_workers)
-    train_dl = make_dataloader(config["train_index"], bs, rank, world, nw, shuffle=True, seed=int(cfg.seed))
-    val_dl = make_dataloader(config["val_index"], bs, rank, world, nw, shuffle=False, seed=int(cfg.seed))
+    extra = {}
+    if tokenizer_dir:  # speech recognition: dynamic batches by seconds of audio, bucketed by duration
+        b = cfg.batching
+        extra = dict(batch_seconds=float(b.batch_seconds), num_buckets=int(b.num_buckets),
+                     batch_margin=float(b.margin), shuffle_buffer=int(b.shuffle_buffer), tokenizer_dir=tokenizer_dir)
+    train_dl = make_dataloader(config["train_index"], bs, rank, world, nw, shuffle=True, seed=int(cfg.seed), **extra)
+    val_dl = make_dataloader(config["val_index"], bs, rank, world, nw, shuffle=False, seed=int(cfg.seed), **extra)
 
     logger = MLFlowLogger(tracking_uri=cfg.tracking.tracking_uri, run_id=config["run_id"],
                           experiment_name=config["experiment_name"], log_model=False)
