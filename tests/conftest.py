@@ -27,6 +27,7 @@ TINY_OVERRIDES = [
     "shards.min_shards=2",
     "model.batch_size=8",
     "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
     "trainer.num_workers=1",
     "ray.num_workers=2",
     "ray.num_cpus=2",

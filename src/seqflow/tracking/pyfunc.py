@@ -1,4 +1,7 @@
-"""The trigger-word detector as an MLflow pyfunc model (variable-length audio in, detections out).
+"""The trigger-word detector and the speech recognizers as MLflow pyfunc models (variable-length
+audio in; detections or transcripts out).
+
+Trigger word (:class:`TriggerWordPyfunc`, :func:`log_trigger_word_model`):
 
 Input: one mono float32 waveform at the detector's sample rate (16 kHz), shape ``(S,)``.
 Output: a pandas DataFrame, one row per detection, columns ``start`` [s], ``end`` [s],
@@ -11,7 +14,14 @@ Optional param ``threshold`` (float) overrides the detector's stored threshold p
 >>> m.predict(wav)                       # DataFrame[start, end, score]
 >>> # REST (mlflow models serve): POST /invocations {"inputs": [0.0, 0.01, ...], "params": {"threshold": 0.6}}
 
-The class lives in the installed ``seqflow`` package (not ``__main__``), so loading needs
+Speech recognition (:class:`TranscriberPyfunc`, :func:`log_asr_model`): input one mono float32
+waveform ``(S,)`` at 16 kHz, or several (a list of arrays, an ``(N, S)`` array, or a DataFrame
+column whose cells are waveforms); output a DataFrame with one ``text`` column, one row per waveform.
+
+>>> m = mlflow.pyfunc.load_model("models:/seqflow-asr-ctc@champion")
+>>> m.predict([wav_a, wav_b])["text"].tolist()   # ['turn off the lights', 'set a timer']
+
+The classes live in the installed ``seqflow`` package (not ``__main__``), so loading needs
 ``seqflow`` importable; the model's pip requirements name it with torch/numpy/pandas/mlflow.
 """
 
@@ -28,6 +38,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from seqflow.serve.detector import load_detector
+from seqflow.serve.transcriber import load_transcriber
 
 COLUMNS = ("start", "end", "score")
 MAX_EXAMPLE_S = 1.0  # the logged input example is cut to this many seconds
@@ -151,5 +162,112 @@ def log_trigger_word_model(detector_dir: str | Path, input_example_wav: np.ndarr
             "seqflow.model": "trigger_word", "sample_rate": int(detector.sample_rate),
             "threshold": float(detector.threshold), "refractory_s": float(detector.refractory_s),
             "output_columns": list(COLUMNS),
+        },
+    )
+
+
+TEXT_COLUMN = "text"
+
+
+def _is_waveform_cell(x: Any) -> bool:
+    return isinstance(x, (list, tuple, np.ndarray))
+
+
+def to_waveforms(model_input: Any) -> list[np.ndarray]:
+    """Coerce a pyfunc input to a list of mono waveforms ``(S_i,)`` float32 (possibly of different lengths).
+
+    Accepted: one waveform (a 1-D array or list of floats, a ``(1, S)``/``(S, 1)`` array); several
+    (a list/tuple of arrays or lists, an object array of arrays, an ``(N, S)`` array with N, S > 1);
+    a pandas DataFrame/Series whose cells hold waveforms (first such column, one row each) or one
+    row/column of floats (one waveform); a one-entry dict of any of these.
+
+    Raises:
+        ValueError: non-numeric values, a waveform that is not 1-D, or NaN/Inf samples.
+    """
+    x = model_input
+    if isinstance(x, dict) and len(x) == 1:
+        x = next(iter(x.values()))
+    if isinstance(x, pd.Series):
+        x = x.to_frame()
+    if isinstance(x, pd.DataFrame):
+        for col in x.columns:
+            if len(x) and all(_is_waveform_cell(v) for v in x[col]):
+                return [to_waveform(v) for v in x[col]]
+        if x.shape[0] > 1 and x.shape[1] > 1:
+            return [to_waveform(row) for row in x.to_numpy()]
+        return [to_waveform(x)]
+    if isinstance(x, np.ndarray) and x.dtype == object:
+        return [to_waveform(v) for v in x.reshape(-1)] if x.size and _is_waveform_cell(x.reshape(-1)[0]) \
+            else [to_waveform(x.astype(np.float32))]
+    if isinstance(x, (list, tuple)):
+        if len(x) and _is_waveform_cell(x[0]):
+            return [to_waveform(v) for v in x]
+        return [to_waveform(x)]
+    arr = np.asarray(x)
+    if arr.ndim == 2 and arr.shape[0] > 1 and arr.shape[1] > 1:
+        return [to_waveform(row) for row in arr]
+    return [to_waveform(arr)]
+
+
+class TranscriberPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper around :class:`seqflow.serve.transcriber.Transcriber` (CTC or Transformer).
+
+    Artifacts: ``"transcriber"`` → a folder written by ``save_transcriber`` (weights.pt,
+    transcriber.json, tokenizer/).
+    """
+
+    def load_context(self, context) -> None:
+        """Load the transcriber from ``context.artifacts["transcriber"]`` (CPU)."""
+        self.transcriber = load_transcriber(context.artifacts["transcriber"])
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Transcripts of one or several waveforms at ``self.transcriber.sample_rate`` Hz.
+
+        Args:
+            model_input: see :func:`to_waveforms`.
+        Returns:
+            DataFrame with a string column ``text`` (normalised: lower-case words), one row per
+            waveform in input order (``""`` for empty audio).
+        Raises:
+            ValueError: see :func:`to_waveforms`.
+        """
+        texts = self.transcriber.transcribe_batch(to_waveforms(model_input))
+        return pd.DataFrame({TEXT_COLUMN: pd.Series(texts, dtype=object)})
+
+
+def log_asr_model(transcriber_dir: str | Path, input_example_wav: np.ndarray, name: str = "model"):
+    """Log the transcriber in ``transcriber_dir`` as a pyfunc model into the active run.
+
+    The signature declares the output (``text``: string) and no input schema, because MLflow's
+    schemas cannot express "one waveform, or several of different lengths"; :func:`to_waveforms`
+    checks inputs instead (clear ValueErrors). REST: ``{"inputs": [0.0, ...]}`` for one waveform,
+    ``{"dataframe_records": [{"waveform": [...]}, ...]}`` for several.
+
+    Args:
+        transcriber_dir: folder from ``save_transcriber`` (copied into the model's artifacts).
+        input_example_wav: ``(S,)`` float32 waveform at 16 kHz; the first ``MAX_EXAMPLE_S``
+            seconds are stored as the input example.
+        name: model name within the run.
+    Returns:
+        ``mlflow.models.model.ModelInfo``; ``.model_uri`` is ``models:/m-<id>`` (register that).
+    Raises:
+        SeqflowError / ConfigError: ``transcriber_dir`` is not loadable (checked before logging).
+        ValueError: bad example waveform.
+    """
+    transcriber = load_transcriber(transcriber_dir)
+    example = to_waveform(input_example_wav)[: int(MAX_EXAMPLE_S * transcriber.sample_rate)]
+    signature = ModelSignature(inputs=None, outputs=Schema([ColSpec("string", TEXT_COLUMN)]))
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=TranscriberPyfunc(),
+        artifacts={"transcriber": str(Path(transcriber_dir).resolve())},
+        signature=signature,
+        input_example=example,
+        pip_requirements=_pip_requirements(),
+        metadata={
+            "seqflow.model": transcriber.kind, "sample_rate": int(transcriber.sample_rate),
+            "input": "mono float32 waveform(s) at sample_rate: (S,), a list of them, or a DataFrame column",
+            "output_columns": [TEXT_COLUMN], "decoding": dict(transcriber.decoding),
+            "vocab_size": int(transcriber.tokenizer.vocab_size),
         },
     )
