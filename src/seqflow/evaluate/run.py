@@ -65,10 +65,8 @@ def evaluate_asr_model(cfg: DictConfig, test_index: str, checkpoint: str, tokeni
     model_dir = out / "transcriber"
     save_transcriber(model_dir, net, OmegaConf.to_container(cfg.model, resolve=True), tokenizer_dir)
     transcriber = load_transcriber(model_dir)
-    result = evaluate_asr(transcriber, iter_samples(test_index))
-    metrics = {k: float(v) for k, v in result.metrics.items()} if hasattr(result, "metrics") else \
-        {k: float(v) for k, v in result[0].items()}
-    rows = result.rows if hasattr(result, "rows") else result[1]
+    metrics, rows = evaluate_asr(transcriber, iter_samples(test_index))
+    metrics = {k: float(v) for k, v in metrics.items()}
     table = hypotheses_table(rows, out / "hypotheses.md")
     log.info("test: WER %.3f CER %.3f over %.2f h", metrics["test/wer"], metrics["test/cer"],
              metrics.get("test/hours", float("nan")))
