@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jiwer
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -25,26 +26,19 @@ from seqflow.serve.transcriber import Transcriber
 TABLE_COLUMNS = ("key", "source", "cer", "reference", "hypothesis")
 
 
-def edit_distance(ref: Sequence, hyp: Sequence) -> int:
-    """Levenshtein distance (substitutions, deletions, insertions all cost 1) between two sequences."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
 def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
 def error_counts(reference: str, hypothesis: str) -> dict[str, int]:
-    """``{"word_edits", "words", "char_edits", "chars"}`` of one utterance (whitespace collapsed first)."""
+    """``{"word_edits", "words", "char_edits", "chars"}`` of one utterance (whitespace collapsed
+    first); edits = substitutions + deletions + insertions, from jiwer's alignments."""
     ref, hyp = _clean(reference), _clean(hypothesis)
-    return {"word_edits": edit_distance(ref.split(), hyp.split()), "words": len(ref.split()),
-            "char_edits": edit_distance(ref, hyp), "chars": len(ref)}
+    if not ref:  # jiwer refuses empty references: every hypothesis token is an insertion
+        return {"word_edits": len(hyp.split()), "words": 0, "char_edits": len(hyp), "chars": 0}
+    w, c = jiwer.process_words(ref, hyp), jiwer.process_characters(ref, hyp)
+    return {"word_edits": w.substitutions + w.deletions + w.insertions, "words": len(ref.split()),
+            "char_edits": c.substitutions + c.deletions + c.insertions, "chars": len(ref)}
 
 
 def _rates(c: Mapping[str, int]) -> tuple[float, float]:
