@@ -33,7 +33,8 @@ from tqdm import tqdm
 from seqflow.audio.io import write_bytes_atomic
 from seqflow.data.manifest import (MANIFEST_NAME, QUARANTINE_NAME, Utterance, read_jsonl, read_manifest, write_jsonl,
                                    write_manifest)
-from seqflow.data.sources.common import KINDS, SPLITS, Item, assign_splits, quarantine_row
+from seqflow.data.sources.common import (KINDS, SPLITS, Item, assign_splits, config_dict, quarantine_row,
+                                         source_paths, speaker_fractions)
 from seqflow.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -204,3 +205,20 @@ def build_corpus(source: str, spec: dict, items: list[Item], quarantine: list[di
     write_bytes_atomic(root / CORPUS_NAME, (json.dumps(out, indent=2, sort_keys=True, default=str) + "\n").encode())
     log.info("%s corpus: %s (split by %s)", source, {s: sum(counts[s].values()) for s in SPLITS}, split_by)
     return manifest_path
+
+
+def prepare_from_folders(cfg_data, source: str, scan, sample_rate: int, seed: int, progress: bool = True) -> Path:
+    """Shared body of the folder-walking sources: ``scan(base, split, root) -> (items, quarantine
+    rows)`` over every folder in ``data.path``, then :func:`build_corpus`; returns the manifest path."""
+    raw = config_dict(cfg_data)
+    root = Path(str(raw["root"])).expanduser().resolve()
+    paths = source_paths(raw, source, want="dir")
+    frac = speaker_fractions(raw)
+    items, bad = [], []
+    for base, split in paths:
+        i, b = scan(base, split, root)
+        items += i
+        bad += b
+    spec = {"path": [[str(p), s] for p, s in paths], "speaker_split": frac}
+    where = ",".join(str(p) for p, _ in paths)
+    return build_corpus(source, spec, items, bad, root, sample_rate, seed, frac, where, progress)

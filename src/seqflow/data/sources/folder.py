@@ -21,9 +21,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seqflow.data.sources.common import (Item, config_dict, quarantine_row, source_paths,
-                                         speaker_fractions, split_from_folders, walk_audio)
-from seqflow.data.sources.corpus import build_corpus
+from seqflow.data.sources.common import Item, quarantine_row, split_from_folders, walk_audio
+from seqflow.data.sources.corpus import prepare_from_folders
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,4 @@ def prepare_folder(cfg_data: DictConfig, sample_rate: int, seed: int, progress: 
         ConfigError: ``data.path`` unset / not a folder, bad ``data.speaker_split``.
         DataValidationError: no audio file with a transcript.
     """
-    raw = config_dict(cfg_data)
-    root = Path(str(raw["root"])).expanduser().resolve()
-    paths = source_paths(raw, SOURCE, want="dir")
-    frac = speaker_fractions(raw)
-    items, bad = [], []
-    for base, split in paths:
-        i, b = scan_folder(base, split, root)
-        items += i
-        bad += b
-    spec = {"path": [[str(p), s] for p, s in paths], "speaker_split": frac}
-    where = ",".join(str(p) for p, _ in paths)
-    return build_corpus(SOURCE, spec, items, bad, root, sample_rate, seed, frac, where, progress)
+    return prepare_from_folders(cfg_data, SOURCE, scan_folder, sample_rate, seed, progress)
