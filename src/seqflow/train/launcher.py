@@ -42,7 +42,8 @@ def init_ray(cfg: DictConfig) -> None:
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, **kwargs)
+        # "local": always a fresh instance, never a stale cluster left on this machine
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus, **kwargs)
 
 
 def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_index: Path,
