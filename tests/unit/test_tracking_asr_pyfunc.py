@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import mlflow
 import numpy as np
@@ -15,7 +14,7 @@ from seqflow.serve.transcriber import load_transcriber, save_transcriber
 from seqflow.text.tokenizers import CharTokenizer
 from seqflow.tracking.pyfunc import log_asr_model, to_waveforms
 from seqflow.tracking.registry import register_and_promote
-from seqflow.tracking.runs import setup_mlflow
+from _mlflow_store import mlflow_store
 
 NAME = "seqflow-asr-ctc"
 SR = 16000
@@ -32,29 +31,21 @@ def _wav(seconds: float, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     root = tmp_path_factory.mktemp("asr-pyfunc")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    setup_mlflow(f"sqlite:///{root}/mlflow.db", root / "mlartifacts", "seqflow/ctc")
-    tok = CharTokenizer.from_texts(["set a timer for ten minutes"])
-    tok.save(root / "tok")
-    torch.manual_seed(0)
-    net = CTCModel(40, tok.vocab_size, **MODEL_CFG["net"])
-    torch.nn.init.normal_(net.ctc_head.bias, std=3.0)
-    tdir = save_transcriber(root / "transcriber", net, MODEL_CFG, root / "tok")
-    with mlflow.start_run() as run:
-        info = log_asr_model(tdir, _wav(3.0))
-        mlflow.log_metric("test/wer", 0.5)
-    decision = register_and_promote(info.model_uri, NAME, run.info.run_id, "test/wer")
-    yield info, decision, run.info.run_id, load_transcriber(tdir)
+    with mlflow_store(root, "seqflow/ctc"):
+        tok = CharTokenizer.from_texts(["set a timer for ten minutes"])
+        tok.save(root / "tok")
+        torch.manual_seed(0)
+        net = CTCModel(40, tok.vocab_size, **MODEL_CFG["net"])
+        torch.nn.init.normal_(net.ctc_head.bias, std=3.0)
+        tdir = save_transcriber(root / "transcriber", net, MODEL_CFG, root / "tok")
+        with mlflow.start_run() as run:
+            info = log_asr_model(tdir, _wav(3.0))
+            mlflow.log_metric("test/wer", 0.5)
+        decision = register_and_promote(info.model_uri, NAME, run.info.run_id, "test/wer")
+        yield info, decision, run.info.run_id, load_transcriber(tdir)
     torch.set_num_threads(threads)
-    mlflow.set_tracking_uri(None)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 def test_logged_model_metadata_and_signature(logged) -> None:

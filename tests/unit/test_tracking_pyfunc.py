@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import mlflow
 import numpy as np
@@ -14,7 +13,7 @@ from seqflow.models.trigger_word import TriggerWordNet
 from seqflow.serve.detector import save_detector
 from seqflow.tracking.pyfunc import COLUMNS, log_trigger_word_model, to_waveform
 from seqflow.tracking.registry import register_and_promote
-from seqflow.tracking.runs import setup_mlflow
+from _mlflow_store import mlflow_store
 
 NAME = "seqflow-trigger-word"
 SR = 16000
@@ -33,25 +32,16 @@ def _wav(seconds: float, seed: int = 0) -> np.ndarray:
 def registered(tmp_path_factory):
     """Detector (threshold 0 → an untrained net always fires) logged, registered, aliased."""
     root = tmp_path_factory.mktemp("pyfunc")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    uri = f"sqlite:///{root}/mlflow.db"
-    setup_mlflow(uri, root / "mlartifacts", "seqflow/trigger_word")
-    torch.manual_seed(0)
-    net = TriggerWordNet(40, conv_channels=8, conv_kernel=15, conv_stride=4, gru_hidden=8,
-                         gru_layers=1, dropout=0.0)
-    det_dir = save_detector(root / "detector", net, MODEL_CFG, threshold=0.0, refractory_s=1.0)
-    with mlflow.start_run() as run:
-        info = log_trigger_word_model(det_dir, _wav(3.0))
-        mlflow.log_metric("test/frr_at_1fah", 0.25)
-    decision = register_and_promote(info.model_uri, NAME, run.info.run_id, "test/frr_at_1fah")
-    yield info, decision
-    mlflow.set_tracking_uri(None)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with mlflow_store(root, "seqflow/trigger_word"):
+        torch.manual_seed(0)
+        net = TriggerWordNet(40, conv_channels=8, conv_kernel=15, conv_stride=4, gru_hidden=8,
+                             gru_layers=1, dropout=0.0)
+        det_dir = save_detector(root / "detector", net, MODEL_CFG, threshold=0.0, refractory_s=1.0)
+        with mlflow.start_run() as run:
+            info = log_trigger_word_model(det_dir, _wav(3.0))
+            mlflow.log_metric("test/frr_at_1fah", 0.25)
+        decision = register_and_promote(info.model_uri, NAME, run.info.run_id, "test/frr_at_1fah")
+        yield info, decision
 
 
 def test_logged_model_signature_example_and_metadata(registered):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import mlflow
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from seqflow.tracking.registry import RegistrationError, register_and_promote
-from seqflow.tracking.runs import setup_mlflow
+from _mlflow_store import mlflow_store
 
 METRIC = "test/frr_at_1fah"
 
@@ -19,24 +18,15 @@ METRIC = "test/frr_at_1fah"
 def store(tmp_path_factory):
     """(client, model_uri): one store per module and one real logged model (a tiny pyfunc)."""
     root = tmp_path_factory.mktemp("registry")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    uri = f"sqlite:///{root}/mlflow.db"
-    setup_mlflow(uri, root / "mlartifacts", "seqflow/trigger_word")
+    with mlflow_store(root, "seqflow/trigger_word") as uri:
 
-    class Echo(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input: np.ndarray, params=None):
-            return model_input
+        class Echo(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input: np.ndarray, params=None):
+                return model_input
 
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=["mlflow"])
-    yield MlflowClient(uri), info.model_uri
-    mlflow.set_tracking_uri(None)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=["mlflow"])
+        yield MlflowClient(uri), info.model_uri
 
 
 def _run(metric: float | None, test_set: str | None = None) -> str:
