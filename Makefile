@@ -5,6 +5,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export RAY_TRAIN_V2_ENABLED ?= 1
 
 .PHONY: venv pipeline test test-fast bench ui serve clean

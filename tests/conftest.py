@@ -59,6 +59,7 @@ def project_env(project: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(SEQFLOW_WORKDIR=str(project), PREFECT_HOME=str(project / ".prefect"),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", RAY_TRAIN_V2_ENABLED="1",
+               PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
                MLFLOW_TRACKING_URI=f"sqlite:///{project}/mlflow.db")
     return env
 

@@ -8,11 +8,18 @@ ephemeral API unless ``PREFECT_API_URL`` points at a server. Entry points: ``seq
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from prefect import flow, task
+# Prefect's ephemeral API gets 20 s to start by default, which a busy 2-core box misses
+# ("Timed out while attempting to connect to ephemeral Prefect API server"). Set before Prefect is
+# imported (its settings are read then); a value from the environment wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE
 
 from seqflow import stages
