@@ -35,7 +35,7 @@ ui: $(STAMP)              ## MLflow UI on the project's store
 	$(VENV)/bin/seqflow ui
 
 serve: $(STAMP)           ## REST endpoint for the champion trigger-word model
-	$(VENV)/bin/seqflow serve models:/seqflow-trigger-word@champion
+	$(VENV)/bin/seqflow serve
 
 clean:                    ## remove generated artefacts (keeps .venv and the DVC remote)
 	rm -rf shards ray_results mlartifacts mlflow.db .prefect

@@ -1,7 +1,8 @@
 """``seqflow`` command line. Hydra overrides follow the command::
 
     seqflow pipeline data.trigger_word="hey jarvis" ray.num_workers=2 trainer.max_epochs=3
-    seqflow detect clip.wav --model models:/seqflow-trigger-word@champion
+    seqflow detect clip.wav                     # the configured trigger word's champion
+    seqflow evaluate models:/seqflow-trigger-word-activate@champion
     seqflow ui
 """
 
@@ -89,11 +90,12 @@ TRACKING = typer.Option(None, help="MLflow tracking URI (default: the project's 
 
 @app.command()
 def detect(audio: List[str] = AUDIO_FILES,
-           model: str = typer.Option("models:/seqflow-trigger-word@champion", help="MLflow model URI"),
+           model: Optional[str] = typer.Option(None, help="MLflow model URI (default: the configured trigger "
+                                                          "word's champion, models:/seqflow-trigger-word-<slug>@champion)"),
            tracking_uri: Optional[str] = TRACKING) -> None:
     """Print each trigger-word detection (start/end seconds, score) for each audio file."""
     waves = _read_all(audio, "detect")
-    pyfunc = _load_pyfunc(model, tracking_uri)
+    pyfunc = _load_pyfunc(model or _champion_uri("trigger_word"), tracking_uri)
     for path, wav in waves:
         dets = pyfunc.predict(wav)
         typer.echo(f"{path}: {len(dets)} detection(s)")
@@ -113,6 +115,28 @@ def transcribe(audio: List[str] = AUDIO_FILES,
         typer.echo(f"{path}\t{text}")
 
 
+def _champion_uri(kind: str) -> str:
+    """``models:/<configured registered name>@champion`` (trigger word: the configured phrase's)."""
+    from seqflow.config import load_config
+
+    cfg = load_config([] if kind == "trigger_word" else [f"model={kind}"])
+    return f"models:/{cfg.model.registered_name}@{cfg.tracking.champion_alias}"
+
+
+@app.command()
+def evaluate(model: str = typer.Argument(..., help="models:/<name>@<alias> or models:/<name>/<version>"),
+             overrides: Optional[List[str]] = OVERRIDES) -> None:
+    """Re-evaluate a registered version on the current test split and evaluation sets, logging to
+    its own run (how an old champion becomes comparable with a new test set)."""
+    _setup_logging()
+    from seqflow.reevaluate import reevaluate
+
+    result = reevaluate(model, overrides or [])
+    for k, v in sorted(result["metrics"].items()):
+        typer.echo(f"{k:<40} {v:.4g}")
+    typer.echo(f"logged on run {result['run_id']} (eval.test_set {result['tags']['eval.test_set']})")
+
+
 @app.command()
 def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1"),
        tracking_uri: Optional[str] = typer.Option(None)) -> None:
@@ -124,14 +148,15 @@ def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1"),
 
 
 @app.command()
-def serve(model: str = typer.Argument("models:/seqflow-trigger-word@champion"),
+def serve(model: Optional[str] = typer.Argument(None, help="MLflow model URI (default: the configured "
+                                                          "trigger word's champion)"),
           port: int = typer.Option(5001), host: str = typer.Option("127.0.0.1"),
           tracking_uri: Optional[str] = typer.Option(None)) -> None:
     """Serve a registered model over REST (``mlflow models serve``): POST /invocations {"inputs": [...]}."""
     # mlflow runs `uvicorn` by name: put this interpreter's bin dir on PATH (venv not activated)
     env = dict(os.environ, MLFLOW_TRACKING_URI=_tracking_uri(tracking_uri),
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model or _champion_uri("trigger_word"), "--env-manager", "local",
            "-h", host, "-p", str(port)]
     raise typer.Exit(subprocess.call(cmd, env=env))
 

@@ -2,18 +2,29 @@
 
 >>> cfg = load_config(["data.trigger_word=hello", "ray.num_workers=2"])
 >>> cfg.model.registered_name
-'seqflow-trigger-word'
+'seqflow-trigger-word-hello'
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
+
+
+def slug(text: str) -> str:
+    """``"Hey Jarvis!"`` → ``"hey-jarvis"``: lower case, runs of non-word characters → ``-``
+    (letters of any script are kept); ``"x"`` when nothing is left."""
+    return re.sub(r"[\W_]+", "-", str(text).lower()).strip("-") or "x"
+
+
 if not OmegaConf.has_resolver("abspath"):
     OmegaConf.register_new_resolver("abspath", lambda p: os.path.abspath(str(p)))
+if not OmegaConf.has_resolver("slug"):
+    OmegaConf.register_new_resolver("slug", slug)
 
 
 def load_config(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:

@@ -56,14 +56,24 @@ def train(cfg: dict, shards: dict, data: dict) -> dict:
     return stages.train(_cfg(cfg), shards, data)
 
 
+@task(name="check-eval-sets", cache_policy=NO_CACHE)
+def check_eval_sets(cfg: dict) -> dict:
+    return stages.check_eval_sets(_cfg(cfg))
+
+
+@task(name="package", cache_policy=NO_CACHE)
+def package(cfg: dict, shards: dict, trained: dict) -> dict:
+    return stages.package(_cfg(cfg), shards, trained)
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(cfg: dict, shards: dict, trained: dict) -> dict:
-    return stages.evaluate(_cfg(cfg), shards, trained)
+def evaluate(cfg: dict, shards: dict, run_id: str, package_uri: str) -> dict:
+    return stages.evaluate(_cfg(cfg), shards, run_id, package_uri)
 
 
 @task(name="register", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def register(cfg: dict, shards: dict, trained: dict, evaluated: dict) -> dict:
-    return stages.register(_cfg(cfg), shards, trained, evaluated)
+def register(cfg: dict, trained: dict, packaged: dict, evaluated: dict) -> dict:
+    return stages.register(_cfg(cfg), trained, packaged, evaluated)
 
 
 @flow(name="pipeline", log_prints=True)
@@ -71,7 +81,7 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
     """Run every stage; ``cfgs`` holds one composed config (plain dict) per model to train.
 
     prepare, validate and version run once (every model shares the corpus and its data version);
-    shard → train → evaluate → register run per model. Returns one summary per model.
+    shard → train → package → evaluate → register run per model. Returns one summary per model.
     """
     t0 = time.perf_counter()
     base = cfgs[0]
@@ -80,17 +90,21 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
     data = version(base)
     summaries = []
     for cfg in cfgs:
+        check_eval_sets(cfg)
         shards = shard(cfg, data["md5"])
         trained = train(cfg, shards, data)
-        evaluated = evaluate(cfg, shards, trained)
-        registered = register(cfg, shards, trained, evaluated)
+        packaged = package(cfg, shards, trained)
+        evaluated = evaluate(cfg, shards, trained["run_id"], packaged["package_uri"])
+        registered = register(cfg, trained, packaged, evaluated)
+        metrics = {**packaged["metrics"], **evaluated["metrics"]}
         summaries.append({
             "model": cfg["model"]["name"],
             "data.dvc_md5": data["md5"],
             "validate": report,
             "shards": shards["root"],
             "throughput/samples_per_s": trained["metrics"].get("throughput/samples_per_s"),
-            **{k: v for k, v in evaluated["metrics"].items() if k.startswith("test/")},
+            **{k: v for k, v in metrics.items() if k in ("val/threshold", "val/frr", "val/fa_per_hour")
+               or k.startswith(("test/", "eval/")) and not k.endswith(("hours", "/threshold"))},
             "mlflow_run_id": trained["run_id"],
             "registered_model": registered["name"],
             "version": registered["version"],

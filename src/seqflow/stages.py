@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from seqflow.errors import ConfigError
 
 log = logging.getLogger("seqflow.pipeline")
-MODELS = ("trigger_word", "ctc", "transformer")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -28,8 +27,9 @@ def check_config(cfg: DictConfig) -> None:
     """
     from seqflow.data.sources import check_source_config
 
-    if cfg.model.name not in MODELS:
-        raise ConfigError(f"model {cfg.model.name!r} is unknown; choose one of {MODELS}")
+    from seqflow.families import get_family
+
+    get_family(cfg.model.name)
     if int(cfg.ray.num_workers) < 1 or int(cfg.trainer.num_workers) < 0:
         raise ConfigError("ray.num_workers must be >= 1 and trainer.num_workers >= 0")
     if cfg.model.name == "trigger_word" and not (
@@ -42,10 +42,24 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def prepare(cfg: DictConfig) -> Path:
-    """Build or ingest the corpus under ``cfg.data.root``; returns the manifest path."""
+    """Build or ingest the corpus under ``cfg.data.root``, then the ``heldout_engine`` evaluation
+    set (festival; outside ``data/``, never trained on); returns the corpus manifest path."""
     from seqflow.data.sources import prepare_source
+    from seqflow.evaluate.heldout import build_heldout_set
 
-    return prepare_source(cfg.data, int(cfg.audio.sample_rate), int(cfg.seed))
+    manifest = prepare_source(cfg.data, int(cfg.audio.sample_rate), int(cfg.seed))
+    build_heldout_set(cfg)
+    return manifest
+
+
+def check_eval_sets(cfg: DictConfig) -> dict:
+    """Every configured evaluation set that exists has all its audio files (an error before
+    training, not after); returns ``{set name: number of utterances}``."""
+    from seqflow.evaluate.sets import check_eval_sets as check, load_eval_sets
+
+    sets = load_eval_sets(cfg.evaluate.sets)
+    check(sets)
+    return {es.name: len(es.rows) for es in sets}
 
 
 def validate(cfg: DictConfig) -> dict:
@@ -84,8 +98,8 @@ def experiment_name(cfg: DictConfig) -> str:
 
 
 def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
-    """Open the MLflow run (params + standard tags), then fit on Ray Train; returns run id,
-    checkpoint file and rank-0 metrics."""
+    """Open the MLflow run (params + standard tags), then fit on Ray Train; returns the run id,
+    the best checkpoint file (by ``model.monitor``) and rank-0 metrics."""
     import mlflow
 
     from seqflow.tracking.runs import log_config_params, setup_mlflow, standard_tags
@@ -101,59 +115,91 @@ def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
     result = train_with_ray(cfg, run_id, exp, Path(shards["index"]["train"]), Path(shards["index"]["val"]),
                             run_name=f"{cfg.model.name}-{run_id}", tokenizer_dir=shards.get("tokenizer_dir"))
     client = mlflow.MlflowClient()
+    best = {k: v for k, v in result.best_metrics.items() if isinstance(v, (int, float))}
+    if cfg.model.monitor in best:
+        client.log_metric(run_id, f"best/{cfg.model.monitor}", float(best[cfg.model.monitor]))
+    client.set_tag(run_id, "checkpoint.best_epoch", str(best.get("epoch", "unknown")))
     metrics = client.get_run(run_id).data.metrics
     return {"run_id": run_id, "checkpoint": str(result.checkpoint_file), "metrics": dict(metrics)}
 
 
-def evaluate(cfg: DictConfig, shards: dict, trained: dict) -> dict:
-    """Evaluate on the test split (FRR/FA-h and a DET plot for the trigger word; WER/CER and a
-    hypotheses table for ASR), log it all on the training run, package the model for serving."""
+PACKAGE_ARTIFACT = "package"
+
+
+def package(cfg: DictConfig, shards: dict, trained: dict) -> dict:
+    """Build the serving package from the best checkpoint (trigger word: threshold calibrated on
+    val here) and log it as the run's ``package/`` artifact: the one thing evaluate scores and
+    register ships. Returns ``{"package_uri": "runs:/<id>/package", "metrics": {...}}``."""
     import tempfile
 
     import mlflow
 
-    from seqflow.evaluate.run import evaluate_asr_model, evaluate_trigger_word_model
+    from seqflow.families import get_family
 
-    out = Path(tempfile.mkdtemp(prefix="seqflow-eval-"))
-    if cfg.model.name == "trigger_word":
-        ev = evaluate_trigger_word_model(cfg, shards["index"]["test"], trained["checkpoint"], out)
-    else:
-        ev = evaluate_asr_model(cfg, shards["index"]["test"], trained["checkpoint"], shards["tokenizer_dir"], out)
+    fam = get_family(cfg.model.name)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    with mlflow.start_run(run_id=trained["run_id"]):
-        mlflow.log_metrics(ev.metrics)
-        for folder, paths in ev.artifacts.items():
-            for path in paths:
-                mlflow.log_artifact(str(path), folder)
-        for name, doc in ev.documents.items():
-            mlflow.log_dict(doc, name)
-        mlflow.set_tag("eval.test_set", test_set_id(shards))
-    return {"metrics": ev.metrics, "model_dir": str(ev.model_dir)}
+    with tempfile.TemporaryDirectory(prefix="seqflow-package-") as tmp:
+        pkg = Path(tmp) / PACKAGE_ARTIFACT
+        packaged = fam.package(cfg, trained["checkpoint"], shards, pkg)
+        with mlflow.start_run(run_id=trained["run_id"]):
+            mlflow.log_artifacts(str(pkg), PACKAGE_ARTIFACT)
+            mlflow.log_metrics(packaged.metrics)
+            mlflow.set_tags(packaged.tags)
+            for name, doc in packaged.documents.items():
+                mlflow.log_dict(doc, name)
+    return {"package_uri": f"runs:/{trained['run_id']}/{PACKAGE_ARTIFACT}", "metrics": packaged.metrics,
+            "tags": packaged.tags}
 
 
-def test_set_id(shards: dict) -> str:
-    """Names the test set a metric was measured on: ``<data-md5>-<config-hash>/test``."""
-    return f"{Path(shards['root']).name}/test"
+def evaluate(cfg: DictConfig, shards: dict, run_id: str, package_uri: str) -> dict:
+    """Score the logged package (the one register ships) on the test split and every evaluation
+    set of its kind; log metrics, plots, tables and set hashes on ``run_id``."""
+    import tempfile
+
+    import mlflow
+
+    from seqflow.families import get_family
+
+    fam = get_family(cfg.model.name)
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="seqflow-eval-") as tmp:
+        pkg = Path(mlflow.artifacts.download_artifacts(package_uri, dst_path=tmp))
+        ev = fam.evaluate(cfg, pkg, shards, Path(tmp) / "out")
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics(ev.metrics)
+            for folder, paths in ev.artifacts.items():
+                for path in paths:
+                    mlflow.log_artifact(str(path), folder)
+            for name, doc in ev.documents.items():
+                mlflow.log_dict(doc, name)
+            mlflow.set_tags(ev.tags)
+    return {"metrics": ev.metrics, "tags": ev.tags}
 
 
-def register(cfg: DictConfig, shards: dict, trained: dict, evaluated: dict) -> dict:
-    """Log the pyfunc model, register it as ``challenger`` and run the ``champion`` gate."""
+def register(cfg: DictConfig, trained: dict, packaged: dict, evaluated: dict) -> dict:
+    """Log the package as a pyfunc model, register it as ``challenger`` and run the ``champion``
+    gate (``model.gate``) against the champion on the same test set."""
+    import tempfile
+
     import mlflow
     import numpy as np
 
-    from seqflow.tracking.pyfunc import log_asr_model, log_trigger_word_model
+    from seqflow.families import get_family
     from seqflow.tracking.registry import register_and_promote
 
+    fam, gate = get_family(cfg.model.name), cfg.model.gate
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     example = np.zeros(int(cfg.audio.sample_rate), dtype=np.float32)
-    log_model = log_trigger_word_model if cfg.model.name == "trigger_word" else log_asr_model
-    with mlflow.start_run(run_id=trained["run_id"]):
-        info = log_model(evaluated["model_dir"], example)
+    with tempfile.TemporaryDirectory(prefix="seqflow-register-") as tmp:
+        pkg = Path(mlflow.artifacts.download_artifacts(packaged["package_uri"], dst_path=tmp))
+        with mlflow.start_run(run_id=trained["run_id"]):
+            info = fam.log_model(pkg, example)
     decision = register_and_promote(info.model_uri, cfg.model.registered_name, trained["run_id"],
-                                    metric_key=cfg.model.gate_metric,
+                                    metric_key=str(gate.metric), lower_is_better=bool(gate.lower_is_better),
+                                    allow_test_set_change=bool(gate.allow_test_set_change),
                                     challenger_alias=cfg.tracking.challenger_alias,
                                     champion_alias=cfg.tracking.champion_alias,
-                                    test_set_id=test_set_id(shards))
+                                    test_set_id=evaluated["tags"]["eval.test_set"])
     aliases = [cfg.tracking.challenger_alias] + ([cfg.tracking.champion_alias] if decision.promoted else [])
     return {"name": cfg.model.registered_name, "version": decision.version, "aliases": aliases,
             "reason": decision.reason, "decision": {k: v for k, v in asdict(decision).items()}}

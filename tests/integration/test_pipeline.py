@@ -23,8 +23,29 @@ def _user_backgrounds(folder: Path) -> Path:
     return folder
 
 
+def _tiny_eval_set(project: Path) -> Path:
+    """A tiny real_words_en set (espeak voices the corpus does not use): 2 rows with the trigger
+    word and 2 without, in each half."""
+    from seqflow.audio.io import write_audio_atomic
+    from seqflow.data.tts import EspeakTTS
+
+    folder = project / "eval-data" / "real_words_en"
+    tts, rows = EspeakTTS(), []
+    texts = ["activate", "please activate now", "good morning", "seven", "activate", "activate the lights",
+             "hello there", "eight"]
+    for i, text in enumerate(texts):
+        path = folder / "audio" / f"w{i}.flac"
+        wav, sr = tts.render(text, "en-us+klatt", 160, 50)
+        write_audio_atomic(path, wav, sr)
+        rows.append({"audio_filepath": f"audio/w{i}.flac", "duration": len(wav) / sr, "text": text,
+                     "lang": "en", "split": "dev" if i < 4 else "eval"})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None:
     bg = _user_backgrounds(project.parent / "my_backgrounds")
+    _tiny_eval_set(project)
     proc = run_seqflow(project, "pipeline", *tiny_overrides, f"data.background_dirs=[{bg}]")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
@@ -63,21 +84,34 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None
     assert run.data.tags["data.dvc_md5"] in dvc_text
     assert run.data.params["model.net.conv_channels"] == "196"
     for key in ("train/loss", "val/loss", "test/frr_at_0.5fah", "test/frr_at_1fah",
-                "throughput/samples_per_s", "train/samples_rank0", "train/samples_rank1"):
+                "throughput/samples_per_s", "train/samples_rank0", "train/samples_rank1",
+                "val/threshold", "val/frr", "test/frr", "test/fa_per_hour", "test/num_false_accepts",
+                "test/confusable_trigger_rate", "best/val/loss"):
         assert key in run.data.metrics, key
+    # the threshold chosen on val is the one test was measured at and the one packaged
+    assert run.data.metrics["test/threshold"] == run.data.metrics["val/threshold"]
+    assert run.data.tags["calibration.met"] in ("true", "false")
+    assert run.data.tags["eval.test_set"].startswith("sha256:")
+    assert "checkpoint.best_epoch" in run.data.tags
+    # the tiny evaluation set: eval half only (2 rows with the trigger word, 2 without)
+    assert run.data.metrics["eval/real_words_en/num_positives"] == 2
+    assert run.data.metrics["eval/real_words_en/num_detected"] in (0, 1, 2)
+    assert run.data.metrics["eval/real_words_en/hours"] > 0
+    assert "eval.real_words_en.sha256" in run.data.tags
+    assert "eval/real_noise/hours" not in run.data.metrics  # absent manifest: skipped
     assert run.data.metrics["train/samples_rank0"] == run.data.metrics["train/samples_rank1"] > 0
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     assert "plots/det_curve.png" in artifacts
 
     # register: a version with both aliases (first version: no champion yet, so it is promoted)
-    mv = client.get_model_version_by_alias("seqflow-trigger-word", "champion")
+    mv = client.get_model_version_by_alias("seqflow-trigger-word-activate", "champion")
     assert mv.run_id == run.info.run_id
-    assert client.get_model_version_by_alias("seqflow-trigger-word", "challenger").version == mv.version
-    assert run.data.metrics["test/frr_at_1fah"] >= 0.0
+    assert client.get_model_version_by_alias("seqflow-trigger-word-activate", "challenger").version == mv.version
+    assert client.list_artifacts(run.info.run_id, "package")  # what evaluate scored and register shipped
     assert "promoted" in client.get_run(run.info.run_id).data.tags.get("promotion.decision", "")
 
     # the summary the user sees
-    assert "seqflow pipeline finished" in out and "seqflow-trigger-word" in out
+    assert "seqflow pipeline finished" in out and "seqflow-trigger-word-activate" in out
 
     # detect through the registered model on a real clip; bad file → exit 2 naming it
     clip = next((project / "data" / "audio" / "test" / "positive").glob("*.flac"))

@@ -87,7 +87,7 @@ def test_flatten_real_config_dotted_keys_lists_and_truncation():
     cfg = load_config(["data.trigger_word=activate"])
     params = flatten_params(cfg)
     assert params["model.net.gru_hidden"] == "128"
-    assert params["model.registered_name"] == "seqflow-trigger-word"
+    assert params["model.registered_name"] == "seqflow-trigger-word-activate"
     assert params["clips.positive_gain_db"] == "[-6, 3]"
     assert all(isinstance(v, str) and len(v) <= MAX_PARAM_VALUE_LEN for v in params.values())
 

@@ -1,149 +1,124 @@
-"""Trigger-word evaluation on continuous audio: FRR at fixed FA/h, DET curve.
+"""Trigger-word evaluation on continuous audio: a DET sweep, a threshold calibrated on **val**,
+and the test split measured at that fixed threshold.
 
-The test split's clips are concatenated into continuous streams (a few, scored as one batch:
-GRU steps are sequential, so batching streams is what makes hours of audio fast) and scored once; a sweep of thresholds
-turns the step scores into detections (:func:`seqflow.serve.detector.detect`). A detection is a
-hit when its start falls in ``[e - tol, e + label_steps * step_s + tol]`` of a not-yet-matched
-positive ending at ``e`` (each positive matched at most once), otherwise a false accept.
-FRR = missed positives / positives; FA/h = false accepts / stream hours.
+Choose on validation, report on test: :func:`calibrate` picks the operating threshold from the
+val stream's curve only (the lowest threshold whose false accepts per hour of negative audio is
+at most ``target_fa_per_hour``); :func:`measure` then applies that threshold unchanged to the
+test stream. The test DET sweep stays a curve; its points ``test/frr_at_<t>fah`` are sweep
+points (the threshold there is read off the test curve itself), reported for comparison, never
+used to pick anything. Matching rules: :mod:`seqflow.evaluate.streams`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from seqflow.serve.detector import TriggerWordDetector, detect
+from seqflow.evaluate.streams import ScoredStreams, count_outcomes, negative_seconds
 
 
-def concat_clips(clips: Iterable[tuple[np.ndarray, Sequence[Mapping[str, Any]]]], sample_rate: int
-                 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Join ``(wav (S,), segments)`` clips into one stream.
+@dataclass(frozen=True)
+class Matching:
+    """How detections are matched: ``refractory_s`` between detections, hit ``window_s`` after a
+    positive ends (= ``clips.label_seconds``), ``tolerance_s`` either side (``cfg.evaluate``)."""
 
-    ``segments`` are the shard json's ``[{"kind", "start", "end", ...}]`` (seconds within the clip).
-    Returns ``(stream (sum S,) float32, positive_ends_s (P,) sorted, seconds)``.
+    refractory_s: float = 2.0
+    window_s: float = 2.0
+    tolerance_s: float = 0.5
+
+
+def sweep_thresholds(n: int | Sequence[float] = 99) -> np.ndarray:
+    """``n`` evenly spaced thresholds in (0, 1) plus 21 log-spaced ones from 0.99 to 0.9999
+    (where false accepts per hour get small), ascending; or the explicit values given."""
+    if isinstance(n, int):
+        return np.unique(np.concatenate([np.linspace(0.0, 1.0, n + 2)[1:-1], 1.0 - np.logspace(-2, -4, 21)]))
+    return np.sort(np.asarray(n, dtype=np.float64))
+
+
+def det_curve(scored: ScoredStreams, match: Matching, thresholds: int | Sequence[float] = 99
+              ) -> dict[str, list[float]]:
+    """FRR and false accepts per hour of negative audio for each threshold.
+
+    Returns ``{"thresholds", "frr", "fa_per_hour", "false_accepts"}`` ascending in threshold.
+    FRR is 0 when the streams hold no positive; FA/h is 0 when they hold no negative time.
     """
-    wavs, ends, offset = [], [], 0
-    for wav, segments in clips:
-        w = np.asarray(wav, dtype=np.float32).reshape(-1)
-        ends.extend(offset / sample_rate + float(s["end"]) for s in segments if s.get("kind") == "positive")
-        wavs.append(w)
-        offset += w.shape[0]
-    stream = np.concatenate(wavs) if wavs else np.zeros(0, dtype=np.float32)
-    return stream, np.sort(np.asarray(ends, dtype=np.float64)), offset / sample_rate
+    neg_h = negative_seconds(scored, match.window_s, match.tolerance_s) / 3600.0
+    curve: dict[str, list[float]] = {"thresholds": [], "frr": [], "fa_per_hour": [], "false_accepts": []}
+    for th in sweep_thresholds(thresholds):
+        c = count_outcomes(scored, float(th), match.refractory_s, match.window_s, match.tolerance_s)
+        curve["thresholds"].append(float(th))
+        curve["frr"].append((c["positives"] - c["hits"]) / c["positives"] if c["positives"] else 0.0)
+        curve["fa_per_hour"].append(c["false_accepts"] / neg_h if neg_h > 0 else 0.0)
+        curve["false_accepts"].append(float(c["false_accepts"]))
+    return curve
 
 
-def count_errors(detections: Sequence[Mapping[str, float]], positive_ends_s: np.ndarray, window_s: float,
-                 tolerance_s: float) -> tuple[int, int]:
-    """Greedy matching in time order → ``(hits, false_accepts)``.
-
-    A detection at ``start`` hits the earliest unmatched positive ``e`` with
-    ``e - tolerance_s <= start <= e + window_s + tolerance_s``.
-    """
-    matched = np.zeros(len(positive_ends_s), dtype=bool)
-    hits = fa = 0
-    for det in detections:
-        t = det["start"]
-        cand = np.flatnonzero(~matched & (positive_ends_s - tolerance_s <= t)
-                              & (t <= positive_ends_s + window_s + tolerance_s))
-        if cand.size:
-            matched[cand[0]] = True
-            hits += 1
-        else:
-            fa += 1
-    return hits, fa
-
-
-def det_curve(probs: np.ndarray | Sequence[np.ndarray], step_s: float, first_step_end_s: float,
-              positive_ends_s: np.ndarray | Sequence[np.ndarray], seconds: float,
-              thresholds: int | Sequence[float] = 99, refractory_s: float = 1.0,
-              match_tolerance_s: float = 0.5, label_steps: int = 50) -> dict[str, list[float]]:
-    """FRR and FA/h for each threshold over a scored stream (or several: pass lists of
-    ``probs`` and of ``positive_ends_s``, one per stream, each in its own timeline).
-
-    ``thresholds``: a count ``n`` (evenly spaced in (0, 1): ``0.01 … 0.99`` for 99, plus 21
-    log-spaced values from 0.99 to 0.9999) or explicit values. Returns ``{"thresholds": [...], "frr": [...], "fa_per_hour": [...]}`` ascending in threshold.
-    """
-    if isinstance(probs, np.ndarray):
-        probs, positive_ends_s = [probs], [positive_ends_s]
-    if isinstance(thresholds, int):  # evenly spaced, plus a fine tail up to 0.9999 where FA/h gets small
-        ths = np.unique(np.concatenate([np.linspace(0.0, 1.0, thresholds + 2)[1:-1],
-                                        1.0 - np.logspace(-2, -4, 21)]))
-    else:
-        ths = np.sort(np.asarray(thresholds, dtype=np.float64))
-    hours = seconds / 3600.0
-    n_pos = sum(len(e) for e in positive_ends_s)
-    frr, fah = [], []
-    for th in ths:
-        hits = fa = 0
-        for p, ends in zip(probs, positive_ends_s):
-            dets = detect(p, step_s, float(th), refractory_s, first_step_end_s)
-            h, f = count_errors(dets, ends, label_steps * step_s, match_tolerance_s)
-            hits, fa = hits + h, fa + f
-        frr.append((n_pos - hits) / n_pos if n_pos else 0.0)
-        fah.append(fa / hours if hours > 0 else 0.0)
-    return {"thresholds": [float(t) for t in ths], "frr": frr, "fa_per_hour": fah}
-
-
-def _key(target: float) -> str:
-    return f"test/frr_at_{target:g}fah"
-
-
-def summarize(curve: Mapping[str, Sequence[float]], fa_per_hour_targets: Sequence[float],
-              operating_fa_per_hour: float = 1.0) -> dict[str, float]:
-    """Operating points from a DET curve.
-
-    For each target: FRR at the smallest threshold with ``fa_per_hour <= target``
-    (``test/frr_at_0.5fah``, ``test/frr_at_1fah``, ...); if no swept threshold qualifies, FRR 1.0
-    at threshold 1.0 (nothing fires). ``test/threshold`` and ``test/fa_per_hour`` are those of
-    ``operating_fa_per_hour``.
-    """
-    out: dict[str, float] = {}
-    targets = list(fa_per_hour_targets)
-    if operating_fa_per_hour not in targets:
-        targets.append(operating_fa_per_hour)
-    for target in targets:
-        th, frr, fah = 1.0, 1.0, 0.0
-        for t, r, f in zip(curve["thresholds"], curve["frr"], curve["fa_per_hour"]):
+def sweep_points(curve: Mapping[str, Sequence[float]], fa_per_hour_targets: Sequence[float],
+                 prefix: str = "test") -> dict[str, float]:
+    """DET sweep points ``<prefix>/frr_at_<t>fah``: FRR at the lowest swept threshold whose FA/h
+    is at most ``t``, read off this curve; 1.0 when no swept threshold gets there."""
+    out = {}
+    for target in fa_per_hour_targets:
+        frr = 1.0
+        for r, f in zip(curve["frr"], curve["fa_per_hour"]):
             if f <= target:
-                th, frr, fah = t, r, f
+                frr = r
                 break
-        if target in fa_per_hour_targets:
-            out[_key(target)] = float(frr)
-        if target == operating_fa_per_hour:
-            out["test/threshold"], out["test/fa_per_hour"] = float(th), float(fah)
+        out[f"{prefix}/frr_at_{target:g}fah"] = float(frr)
     return out
 
 
-def evaluate_trigger_word(detector: TriggerWordDetector, clips: Iterable[tuple[np.ndarray, Sequence[Mapping]]],
-                          thresholds: int | Sequence[float] = 99,
-                          fa_per_hour_targets: Sequence[float] = (0.5, 1.0), refractory_s: float = 1.0,
-                          match_tolerance_s: float = 0.5, label_steps: int = 50,
-                          operating_fa_per_hour: float = 1.0, num_streams: int = 16) -> dict[str, Any]:
-    """Join the test clips into ``num_streams`` continuous streams (clip ``i`` goes to stream
-    ``i % num_streams``), score them once as one batch, and sweep thresholds.
+@dataclass(frozen=True)
+class Calibration:
+    """The operating point chosen on val: ``threshold``, and val's ``fa_per_hour`` and ``frr``
+    there; ``met`` is False when no swept threshold reached ``target_fa_per_hour`` (the one
+    closest to it is used)."""
 
-    ``clips``: ``(wav (S,) at detector.sample_rate, segments)`` pairs (the shard reader's samples).
-    Keyword arguments mirror ``cfg.evaluate`` (plus ``cfg.clips.label_steps``).
-    Returns ``{"curve": det_curve(...), "test/frr_at_<t>fah": ..., "test/threshold": ...,
-    "test/fa_per_hour": ..., "test/num_positives": P, "test/hours": h}``.
+    threshold: float
+    target_fa_per_hour: float
+    fa_per_hour: float
+    frr: float
+    met: bool
+
+
+def calibrate(val_curve: Mapping[str, Sequence[float]], target_fa_per_hour: float) -> Calibration:
+    """The lowest threshold of the **val** curve with ``fa_per_hour <= target``; if none, the
+    threshold whose FA/h is closest to the target (the highest such threshold on ties)."""
+    ths, fah, frr = (np.asarray(val_curve[k], dtype=np.float64) for k in ("thresholds", "fa_per_hour", "frr"))
+    if ths.size == 0:
+        raise ValueError("calibrate: empty val curve")
+    ok = np.flatnonzero(fah <= target_fa_per_hour)
+    if ok.size:
+        i, met = int(ok[0]), True
+    else:
+        gap = np.abs(fah - target_fa_per_hour)
+        i, met = int(np.flatnonzero(gap == gap.min())[-1]), False
+    return Calibration(float(ths[i]), float(target_fa_per_hour), float(fah[i]), float(frr[i]), met)
+
+
+def measure(scored: ScoredStreams, threshold: float, match: Matching, prefix: str = "test") -> dict[str, float]:
+    """Metrics at a fixed ``threshold`` (chosen on val), counts beside rates:
+
+    ``<prefix>/frr``, ``/fa_per_hour`` (per hour of negative audio), ``/confusable_trigger_rate``
+    (fraction of sound-alike negative occurrences that fire), ``/num_positives``, ``/num_missed``,
+    ``/num_false_accepts``, ``/num_confusables``, ``/num_confusable_triggers``, ``/hours``,
+    ``/negative_hours``, ``/threshold``.
     """
-    clips = list(clips)
-    groups = [clips[i::num_streams] for i in range(min(num_streams, len(clips)))]
-    streams = [concat_clips(g, detector.sample_rate) for g in groups]
-    probs = detector.scores_many([s for s, _, _ in streams])
-    ends = [e for _, e, _ in streams]
-    seconds = sum(sec for _, _, sec in streams)
-    curve = det_curve(probs, detector.step_s, detector.first_step_end_s, ends, seconds, thresholds,
-                      refractory_s, match_tolerance_s, label_steps)
-    metrics: dict[str, Any] = {"curve": curve}
-    metrics.update(summarize(curve, fa_per_hour_targets, operating_fa_per_hour))
-    metrics["test/num_positives"] = float(sum(len(e) for e in ends))
-    metrics["test/hours"] = seconds / 3600.0
-    return metrics
+    c = count_outcomes(scored, threshold, match.refractory_s, match.window_s, match.tolerance_s)
+    neg_h = negative_seconds(scored, match.window_s, match.tolerance_s) / 3600.0
+    missed = c["positives"] - c["hits"]
+    m = {
+        "frr": missed / c["positives"] if c["positives"] else float("nan"),
+        "fa_per_hour": c["false_accepts"] / neg_h if neg_h > 0 else float("nan"),
+        "confusable_trigger_rate": c["confusable_triggers"] / c["confusables"] if c["confusables"] else float("nan"),
+        "num_positives": c["positives"], "num_missed": missed, "num_false_accepts": c["false_accepts"],
+        "num_confusables": c["confusables"], "num_confusable_triggers": c["confusable_triggers"],
+        "hours": scored.seconds / 3600.0, "negative_hours": neg_h, "threshold": threshold,
+    }
+    return {f"{prefix}/{k}": float(v) for k, v in m.items()}
 
 
 def plot_det(curve: Mapping[str, Sequence[float]], path: str | Path,

@@ -19,11 +19,13 @@ log = logging.getLogger("seqflow.train")
 
 @dataclass
 class TrainResult:
-    """What a training run produced: the Lightning checkpoint file and rank-0's last metrics."""
+    """What a training run produced: the best Lightning checkpoint file by ``model.monitor``
+    (``best_metrics``: what was reported with it) and rank-0's last reported metrics."""
 
     checkpoint_file: Path
     metrics: dict
     storage_path: str
+    best_metrics: dict
 
 
 def init_ray(cfg: DictConfig) -> None:
@@ -46,6 +48,17 @@ def init_ray(cfg: DictConfig) -> None:
         ray.init(address="local", num_cpus=cfg.ray.num_cpus, **kwargs)
 
 
+def select_best(checkpoints: list, monitor: str, mode: str):
+    """``(checkpoint, metrics)`` with the best ``metrics[monitor]`` (lowest for ``mode="min"``,
+    highest for ``"max"``; the later one on ties), or None when none reported ``monitor``."""
+    scored = [(i, c, m) for i, (c, m) in enumerate(checkpoints) if monitor in m]
+    if not scored:
+        return None
+    sign = 1.0 if mode == "min" else -1.0
+    _, ckpt, metrics = min(scored, key=lambda t: (sign * float(t[2][monitor]), -t[0]))
+    return ckpt, dict(metrics)
+
+
 def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_index: Path,
                    val_index: Path, run_name: str, tokenizer_dir: str | None = None) -> TrainResult:
     """Fit the configured model with Lightning DDP on ``cfg.ray.num_workers`` Ray Train workers.
@@ -65,6 +78,7 @@ def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_ind
     from seqflow.train.worker import train_loop_per_worker
 
     world = int(cfg.ray.num_workers)
+    monitor, mode = str(cfg.model.monitor), str(cfg.model.monitor_mode)
     check_shards_for_ranks(str(train_index), world, int(cfg.trainer.num_workers))
     check_shards_for_ranks(str(val_index), world, int(cfg.trainer.num_workers))
     init_ray(cfg)
@@ -81,12 +95,17 @@ def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_ind
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_name, storage_path=str(cfg.ray.storage_path),
                              failure_config=FailureConfig(max_failures=int(cfg.ray.max_failures)),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(
+                                 num_to_keep=2, checkpoint_score_attribute=monitor,
+                                 checkpoint_score_order=mode)),
     )
     log.info("training %s on %d Ray worker(s), use_gpu=%s", cfg.model.name, world, cfg.ray.use_gpu)
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} reported no checkpoint (see {cfg.ray.storage_path})")
-    ckpt_dir = Path(result.checkpoint.path)
-    return TrainResult(checkpoint_file=ckpt_dir / "checkpoint.ckpt", metrics=dict(result.metrics or {}),
-                       storage_path=str(cfg.ray.storage_path))
+    best = select_best(result.best_checkpoints or [], monitor, mode) or (result.checkpoint, dict(result.metrics or {}))
+    best, best_metrics = best
+    log.info("best checkpoint by %s (%s): epoch %s, %s = %s", monitor, mode, best_metrics.get("epoch"), monitor,
+             best_metrics.get(monitor))
+    return TrainResult(checkpoint_file=Path(best.path) / "checkpoint.ckpt", metrics=dict(result.metrics or {}),
+                       storage_path=str(cfg.ray.storage_path), best_metrics=best_metrics)

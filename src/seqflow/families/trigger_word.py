@@ -1,0 +1,106 @@
+"""The trigger-word family: val-calibrated detector package, continuous-stream evaluation.
+
+Package: the best checkpoint's net scores the **val** split's continuous stream; the operating
+threshold is the lowest whose false accepts per hour of val negative audio is at most
+``evaluate.target_fa_per_hour`` (:func:`seqflow.evaluate.trigger_word.calibrate`), stored in
+the package. Evaluate: that package, unchanged, on the test stream (``test/*`` at the stored
+threshold, plus the DET sweep as a curve) and on every ``trigger_word`` evaluation set.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from seqflow.families import Evaluation, ModelFamily, Packaged
+
+log = logging.getLogger("seqflow.evaluate")
+
+
+def matching(cfg: DictConfig):
+    from seqflow.evaluate.trigger_word import Matching
+
+    ev = cfg.evaluate
+    return Matching(refractory_s=float(ev.refractory_s), window_s=float(cfg.clips.label_seconds),
+                    tolerance_s=float(ev.match_tolerance_s))
+
+
+def _clips(index: str):
+    from seqflow.shards.reader import iter_samples
+
+    return ((wav, meta["segments"]) for _key, wav, meta in iter_samples(index))
+
+
+def package(cfg: DictConfig, checkpoint: str | Path, shards: dict, out: Path) -> Packaged:
+    """Detector package in ``out`` with the threshold calibrated on val; val metrics and tags."""
+    from seqflow.evaluate.streams import score_clip_streams
+    from seqflow.evaluate.trigger_word import calibrate, det_curve, measure
+    from seqflow.lit.factory import load_net_from_checkpoint
+    from seqflow.lit.trigger_word import build_logmel
+    from seqflow.serve.detector import TriggerWordDetector, save_detector
+
+    ev, match = cfg.evaluate, matching(cfg)
+    net = load_net_from_checkpoint(cfg, checkpoint)
+    detector = TriggerWordDetector(net, build_logmel(cfg.model.features), refractory_s=match.refractory_s)
+    val = score_clip_streams(detector, _clips(shards["index"]["val"]))
+    curve = det_curve(val, match, int(ev.thresholds))
+    cal = calibrate(curve, float(ev.target_fa_per_hour))
+    metrics = measure(val, cal.threshold, match, prefix="val")
+    if not cal.met:
+        log.warning("calibration: no threshold reaches %.3g FA/h on val (%.2f h of negative audio); using %.4f "
+                    "at %.3g FA/h", cal.target_fa_per_hour, metrics["val/negative_hours"], cal.threshold,
+                    cal.fa_per_hour)
+    log.info("val calibration: threshold %.4f → FRR %.3f at %.3g FA/h (target %.3g, %.2f h negative audio)",
+             cal.threshold, cal.frr, cal.fa_per_hour, cal.target_fa_per_hour, metrics["val/negative_hours"])
+    save_detector(out, net, OmegaConf.to_container(cfg.model, resolve=True), threshold=cal.threshold,
+                  refractory_s=match.refractory_s)
+    return Packaged(metrics=metrics,
+                    tags={"calibration.met": str(cal.met).lower(),
+                          "calibration.target_fa_per_hour": f"{cal.target_fa_per_hour:g}"},
+                    documents={"evaluation/val_det_curve.json": curve})
+
+
+def evaluate(cfg: DictConfig, package_dir: Path, shards: dict, out: Path) -> Evaluation:
+    """The package at its stored (val) threshold on the test stream and the evaluation sets."""
+    from seqflow.evaluate.on_sets import prefixed, trigger_word_on_set
+    from seqflow.evaluate.sets import load_eval_sets, set_tags, split_content_hash
+    from seqflow.evaluate.streams import score_clip_streams
+    from seqflow.evaluate.trigger_word import det_curve, measure, plot_det, sweep_points
+    from seqflow.serve.detector import load_detector
+    from seqflow.shards.reader import iter_samples
+
+    ev, match = cfg.evaluate, matching(cfg)
+    detector = load_detector(package_dir)
+    samples = list(iter_samples(shards["index"]["test"]))
+    test = score_clip_streams(detector, ((wav, meta["segments"]) for _k, wav, meta in samples))
+    metrics = measure(test, detector.threshold, match, prefix="test")
+    curve = det_curve(test, match, int(ev.thresholds))
+    metrics.update(sweep_points(curve, list(ev.fa_per_hour_targets)))
+    tags = {"eval.test_set": split_content_hash(samples)}
+    log.info("test at val threshold %.4f: FRR %.3f (%d/%d missed), %.3g FA/h (%d false accepts in %.2f h), "
+             "confusable trigger rate %.3f", detector.threshold, metrics["test/frr"], metrics["test/num_missed"],
+             metrics["test/num_positives"], metrics["test/fa_per_hour"], metrics["test/num_false_accepts"],
+             metrics["test/negative_hours"], metrics["test/confusable_trigger_rate"])
+    sets = load_eval_sets(cfg.evaluate.sets, kind="trigger_word")
+    for es in sets:
+        m = trigger_word_on_set(detector, es, str(cfg.data.trigger_word))
+        log.info("eval/%s: detected %s of %d, %d false accepts in %.2f h (%.3g FA/h)", es.name,
+                 f"{m['detected']:.3f}" if m["num_positives"] else "n/a", m["num_positives"],
+                 m["num_false_accepts"], m["hours"], m["fa_per_hour"])
+        metrics.update(prefixed(es.name, m))
+    tags.update(set_tags(sets))
+    png = plot_det(curve, out / "det_curve.png", (metrics["test/fa_per_hour"], metrics["test/frr"]),
+                   title="Trigger-word DET curve (test stream; dot: val-calibrated threshold)")
+    return Evaluation(metrics, {"plots": [png]}, {"evaluation/det_curve.json": curve}, tags)
+
+
+def log_model(package_dir: Path, example):
+    from seqflow.tracking.pyfunc import log_trigger_word_model
+
+    return log_trigger_word_model(package_dir, example)
+
+
+FAMILY = ModelFamily(name="trigger_word", kind="trigger_word", package=package, evaluate=evaluate,
+                     log_model=log_model)
