@@ -8,7 +8,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 export RAY_TRAIN_V2_ENABLED ?= 1
 
-.PHONY: venv pipeline test test-fast bench ui serve clean
+.PHONY: venv pipeline test test-fast bench ui serve clean eval-data
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +36,9 @@ ui: $(STAMP)              ## MLflow UI on the project's store
 
 serve: $(STAMP)           ## REST endpoint for the champion trigger-word model
 	$(VENV)/bin/seqflow serve
+
+eval-data: $(STAMP)       ## evaluation-only audio from Debian packages (never used for training)
+	$(PY) -m seqflow.evalsets --root eval-data
 
 clean:                    ## remove generated artefacts (keeps .venv and the DVC remote)
 	rm -rf shards ray_results mlartifacts mlflow.db .prefect
