@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from seqflow.errors import ConfigError
 from seqflow.lit.trigger_word import TriggerWordModule
-from seqflow.models.trigger_word import TriggerWordNet, output_steps
+from seqflow.models.trigger_word import StepGeometry, TriggerWordNet, output_steps
 from seqflow.shards.labels import frame_labels
 
 SR, HOP, K, STRIDE = 16000, 160, 15, 4
@@ -18,11 +18,11 @@ FEATURES = {"sample_rate": SR, "n_fft": 512, "win_length": 400, "hop_length": HO
 SPEC_AUG = {"freq_masks": 1, "freq_width": 4, "time_masks": 1, "time_width": 0.03}
 
 
-def _tone_batch(rng: np.random.Generator, batch: int = 12, seconds: float = 1.5, label_steps: int = 8) -> dict:
-    """Noise clips; about half hold a 0.25 s 1.2 kHz tone burst whose end is labelled."""
+def _tone_batch(rng: np.random.Generator, batch: int = 12, seconds: float = 1.5) -> dict:
+    """Noise clips; about half hold a 0.25 s 1.2 kHz tone burst whose end is a positive end."""
     n = int(seconds * SR)
     audio = (0.05 * rng.standard_normal((batch, n))).astype(np.float32)
-    labels = []
+    positive_ends = []
     for i in range(batch):
         ends = []
         if rng.random() < 0.6:
@@ -31,10 +31,9 @@ def _tone_batch(rng: np.random.Generator, batch: int = 12, seconds: float = 1.5,
             s0 = int(start * SR)
             audio[i, s0:s0 + t.size] += 0.5 * np.sin(2 * np.pi * 1200 * t).astype(np.float32)
             ends.append(start + 0.25)
-        labels.append(frame_labels(ends, n, SR, HOP, K, STRIDE, label_steps).astype(np.float32))
+        positive_ends.append(ends)
     return {"audio": torch.from_numpy(audio), "audio_lengths": torch.full((batch,), n, dtype=torch.long),
-            "labels": torch.from_numpy(np.stack(labels)), "keys": [f"k{i}" for i in range(batch)],
-            "texts": [""] * batch}
+            "positive_ends": positive_ends, "keys": [f"k{i}" for i in range(batch)], "texts": [""] * batch}
 
 
 def _random_batch(rng: np.random.Generator, batch: int = 4) -> dict:
@@ -42,9 +41,8 @@ def _random_batch(rng: np.random.Generator, batch: int = 4) -> dict:
     audio = np.zeros((batch, max(n)), dtype=np.float32)
     for i, m in enumerate(n):
         audio[i, :m] = 0.1 * rng.standard_normal(m)
-    ty = output_steps(max(n), HOP, K, STRIDE)
-    return {"audio": torch.from_numpy(audio), "audio_lengths": torch.tensor(n),
-            "labels": torch.from_numpy((rng.random((batch, ty)) < 0.2).astype(np.float32)),
+    ends = [sorted(rng.uniform(0, m / SR, int(rng.integers(0, 3))).tolist()) for m in n]
+    return {"audio": torch.from_numpy(audio), "audio_lengths": torch.tensor(n), "positive_ends": ends,
             "keys": [str(i) for i in range(batch)], "texts": [""] * batch}
 
 
@@ -57,10 +55,11 @@ def _trainer(**kw) -> pl.Trainer:
                       enable_progress_bar=False, enable_model_summary=False, **kw)
 
 
-def _module(**kw) -> TriggerWordModule:
+def _module(conv_stride: int = STRIDE, label_seconds: float = 0.32, **kw) -> TriggerWordModule:
+    """Label window 0.32 s = 8 steps of 40 ms."""
     torch.manual_seed(0)
-    net = TriggerWordNet(n_mels=40, conv_channels=32, gru_hidden=32, dropout=0.1)
-    return TriggerWordModule(net, FEATURES, SPEC_AUG, **kw)
+    net = TriggerWordNet(n_mels=40, conv_channels=32, gru_hidden=32, dropout=0.1, conv_stride=conv_stride)
+    return TriggerWordModule(net, FEATURES, SPEC_AUG, label_seconds=label_seconds, **kw)
 
 
 def test_fast_dev_run_loss_finite_and_samples_counted() -> None:
@@ -82,6 +81,52 @@ def test_padding_steps_are_masked() -> None:
     # clip 2 has 1 s of audio → only its own 22 steps count
     assert mask[2].sum().item() == output_steps(SR, HOP, K, STRIDE) == 22
     assert mask[0].all() and logits.shape == labels.shape == mask.shape
+
+
+def _old_shard_time_labels(ends: list[float], num_samples: int, label_steps: int) -> np.ndarray:
+    """What the shard stage stored before (layout <= 2) for the default geometry, by hand."""
+    ty = (1 + num_samples // HOP - K) // STRIDE + 1
+    out = np.zeros(ty, dtype=np.float32)
+    for e in ends:
+        first = max(0, -(-(1 + int(round(e * SR, 6)) // HOP - (K - 1)) // STRIDE))
+        out[first:first + label_steps] = 1
+    return out
+
+
+def test_labels_are_derived_from_positive_ends_like_the_old_shard_labels() -> None:
+    module = _module(label_seconds=2.0).eval()
+    n = 10 * SR
+    batch = {"audio": torch.zeros(3, n), "audio_lengths": torch.tensor([n, n, 6 * SR]),
+             "positive_ends": [[2.0], [], [0.77, 4.1]], "keys": ["a", "b", "c"], "texts": [""] * 3}
+    logits, labels, mask = module._logits_and_mask(batch, augment=False)
+    assert module.label_steps == 50 and labels.shape == logits.shape == (3, 247)
+    assert torch.nonzero(labels[0]).flatten().tolist() == list(range(47, 97))  # known example: end 2.0 s
+    assert not labels[1].any()
+    for row, ends in zip(labels, batch["positive_ends"]):
+        assert row.numpy().tolist() == _old_shard_time_labels(ends, n, 50).tolist()
+    assert mask[2].sum().item() == output_steps(6 * SR, HOP, K, STRIDE)
+    with pytest.raises(KeyError, match="positive_ends"):
+        module._logits_and_mask({k: v for k, v in batch.items() if k != "positive_ends"}, augment=False)
+
+
+def test_other_conv_stride_labels_the_same_seconds_from_the_same_batch() -> None:
+    batch = {"audio": torch.zeros(1, 10 * SR), "audio_lengths": torch.tensor([10 * SR]),
+             "positive_ends": [[3.0]], "keys": ["a"], "texts": [""]}
+    for stride, steps in ((4, 50), (2, 100)):
+        module = _module(conv_stride=stride, label_seconds=2.0).eval()
+        logits, labels, _ = module._logits_and_mask(batch, augment=False)
+        on = torch.nonzero(labels[0]).flatten().numpy()
+        assert module.label_steps == steps == on.size and labels.shape == logits.shape
+        g = StepGeometry(K, stride)
+        step_s = g.step_seconds(SR, HOP)
+        assert 3.0 <= g.step_to_seconds(on[0], SR, HOP) < 3.0 + HOP / SR + step_s  # frame after the end, then a step
+        assert on.size * step_s == pytest.approx(2.0)
+        assert labels[0].numpy().tolist() == frame_labels([3.0], 10 * SR, SR, HOP, g, steps).tolist()
+
+
+def test_label_seconds_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="label_seconds"):
+        _module(label_seconds=0.0)
 
 
 @pytest.mark.parametrize("name", ["cosine", "onecycle"])
@@ -120,5 +165,5 @@ def test_learns_tone_burst_trigger() -> None:
     test = _tone_batch(np.random.default_rng(99), batch=8)
     with torch.no_grad():
         probs = module(test["audio"], test["audio_lengths"])
-    pos = test["labels"] > 0
+    pos = module.labels(test, probs.shape[1]) > 0
     assert probs[pos].mean() > 0.5 > probs[~pos].mean()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from seqflow.audio.features import LogMel
 from seqflow.config import load_config
-from seqflow.models.trigger_word import TriggerWordNet, output_steps
+from seqflow.models.trigger_word import StepGeometry, TriggerWordNet, output_steps
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +56,23 @@ def test_builds_from_default_config() -> None:
     assert net.conv.out_channels == 196 and net.conv_kernel == 15 and net.conv_stride == 4
     assert len(net.grus) == 2 and net.grus[0].hidden_size == 128
     assert not net.grus[0].bidirectional  # streams
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_net_owns_its_step_geometry(stride: int) -> None:
+    """num_steps / steps_for_samples / step<->seconds come from one formula, on ints, arrays and tensors."""
+    net = TriggerWordNet(n_mels=40, conv_channels=8, gru_hidden=8, conv_stride=stride).eval()
+    assert isinstance(net, StepGeometry)
+    for n in (2240, 16000, 33333):
+        feats, frames = LogMel()(torch.randn(1, n))
+        logits, _ = net(feats)
+        assert logits.shape[1] == net.num_steps(feats.shape[1]) == net.steps_for_samples(n, 160)
+        assert net.steps_for_samples(n, 160) == output_steps(n, 160, 15, stride)
+        assert int(net.num_steps(frames)[0]) == logits.shape[1]  # tensor form (the training mask)
+    assert net.num_steps(10) == 0 and net.num_steps(torch.tensor([10, 15])).tolist() == [0, 1]
+    assert net.num_steps(np.array([10, 19])).tolist() == [0, 3 if stride == 2 else 2]
+    assert net.step_seconds(16000, 160) == pytest.approx(stride * 0.01)
+    for t in (0.0, 0.5, 2.0, 7.345):
+        k = net.seconds_to_step(t, 16000, 160)
+        assert net.step_to_seconds(k, 16000, 160) >= t  # the step has heard the word's end
+        assert k == 0 or net.step_end_frame(k - 1) < 1 + int(t * 16000) // 160

@@ -8,7 +8,6 @@ import seqflow.shards.clips as clips_mod
 from seqflow.data.manifest import Utterance, write_manifest
 from seqflow.errors import ShardError
 from seqflow.shards.clips import VALID_MANIFEST_NAME, ClipSource, synthesize_clip, trim_silence
-from seqflow.shards.labels import frame_labels
 
 SR = 16000
 VOICES = {"train": ["v1", "v2"], "val": ["v3"], "test": ["v4"]}
@@ -46,8 +45,7 @@ def make_corpus(root, bg_seconds=2.0, with_background=("train", "val", "test")):
 
 def make_source(root, **kw):
     args = dict(root=root, sample_rate=SR, duration_s=3.0, max_positives=3, max_negatives=2,
-                positive_gain_db=(-6.0, 3.0), background_gain_db=(-25.0, -8.0), label_steps=10,
-                hop_length=160, conv_kernel=15, conv_stride=4, seed=7,
+                positive_gain_db=(-6.0, 3.0), background_gain_db=(-25.0, -8.0), label_seconds=0.4, seed=7,
                 clip_counts={"train": 6, "val": 3, "test": 3})
     args.update(kw)
     return ClipSource(**args)
@@ -113,7 +111,7 @@ def test_trim_silence_cuts_padding():
     assert 0.5 * SR <= len(t) <= 0.55 * SR
 
 
-def test_clip_source_is_deterministic_with_labels_from_positive_ends(tmp_path):
+def test_clip_source_is_deterministic_and_stores_segment_times_only(tmp_path):
     make_corpus(tmp_path)
     a = list(make_source(tmp_path).clips("train"))
     b = list(make_source(tmp_path).clips("train"))
@@ -123,10 +121,12 @@ def test_clip_source_is_deterministic_with_labels_from_positive_ends(tmp_path):
     for s in a:
         meta = s["json"]
         assert len(s["audio"]) == 3 * SR and meta["sample_rate"] == SR and meta["duration"] == 3.0
+        assert set(meta) == {"duration", "sample_rate", "speaker", "segments", "background"}  # no labels
         ends = [g["end"] for g in meta["segments"] if g["kind"] == "positive"]
-        assert meta["labels"] == frame_labels(ends, 3 * SR, SR, 160, 15, 4, 10).tolist()
         assert s["txt"] == " ".join("activate" for _ in ends)
-        assert meta["label_step_s"] == pytest.approx(0.04)
+        for g in meta["segments"]:  # label_seconds after each positive stay free of other words
+            after = [h for h in meta["segments"] if g["end"] <= h["start"] < g["end"] + 0.4]
+            assert g["kind"] == "negative" or not after
         assert {g["speaker"] for g in meta["segments"]} <= set(VOICES["train"])
     assert any(s["json"]["segments"] for s in a)
 
@@ -167,3 +167,16 @@ def test_positive_guard_keeps_label_window_free_and_hard_negatives_drawn() -> No
                 assert not [b for b in segs if b is not a and a["end"] <= b["start"] < a["end"] + 2.0]
         texts += [s["text"] for s in segs if s["kind"] == "negative"]
     assert texts and set(texts) == {"activist"}
+
+
+def test_clip_source_from_config_ignores_the_network(tmp_path):
+    from seqflow.config import load_config
+
+    make_corpus(tmp_path)
+    base = ["clips.duration=3.0", "clips.train_clips=3"]
+    a = ClipSource.from_config(load_config(base), tmp_path)
+    b = ClipSource.from_config(load_config(base + ["model.net.conv_stride=2", "model.features.hop_length=320"]),
+                               tmp_path)
+    assert a.label_seconds == 2.0
+    for x, y in zip(a.clips("train"), b.clips("train")):
+        assert np.array_equal(x["audio"], y["audio"]) and x["json"] == y["json"]

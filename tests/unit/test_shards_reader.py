@@ -26,11 +26,12 @@ def write_counts(folder, counts, fmt="flac"):
             n = int(SR * (0.2 + 0.05 * (i % 4)))
             wav = (0.2 * rng.standard_normal(n)).astype(np.float32)
             key = f"k{i:03d}"
-            labels = [int(j % 3 == 0) for j in range(1 + i % 5)]
+            segments = [{"kind": "positive" if j % 2 == 0 else "negative", "start": 0.01 * j,
+                         "end": 0.01 * j + 0.005, "text": "w", "speaker": "s"} for j in range(i % 4)]
             enc, sec = _encode({"__key__": key, "audio": wav, "sample_rate": SR, "txt": f"t{i}",
-                                "json": {"duration": n / SR, "labels": labels}}, fmt)
+                                "json": {"duration": n / SR, "segments": segments}}, fmt)
             shards.write(enc, sec)
-            originals[key] = (wav, labels)
+            originals[key] = (wav, segments)
             i += 1
     shards.close()
     _finish_index(folder, shards.stats, "train", fmt, "md5", "hash")
@@ -80,21 +81,21 @@ def test_each_dataloader_worker_reads_its_own_shards(tmp_path):
         sorted(per_shard[3])[2:]
 
 
-def test_batches_hold_padded_audio_lengths_labels_and_texts(tmp_path):
+def test_batches_hold_padded_audio_lengths_positive_ends_and_texts(tmp_path):
     index, originals = write_counts(tmp_path / "train", COUNTS)
     dl = make_dataloader(index, 4, rank=0, world_size=1, num_workers=0, shuffle=False, seed=0)
     batch = next(iter(dl))
-    assert set(batch) == {"audio", "audio_lengths", "labels", "keys", "texts"}
+    assert set(batch) == {"audio", "audio_lengths", "positive_ends", "keys", "texts"}
     assert batch["audio"].dtype == torch.float32 and batch["audio_lengths"].dtype == torch.int64
-    assert batch["labels"].dtype == torch.float32 and batch["labels"].shape[0] == 4
+    assert len(batch["positive_ends"]) == 4
     assert batch["audio"].shape == (4, int(batch["audio_lengths"].max()))
     for i, key in enumerate(batch["keys"]):
-        wav, labels = originals[key]
+        wav, segments = originals[key]
         n = int(batch["audio_lengths"][i])
         assert n == len(wav) and batch["texts"][i] == "t" + str(int(key[1:]))
         assert np.allclose(batch["audio"][i, :n].numpy(), wav, atol=1e-4)  # 16-bit PCM
         assert not batch["audio"][i, n:].any()
-        assert batch["labels"][i, :len(labels)].tolist() == labels and not batch["labels"][i, len(labels):].any()
+        assert batch["positive_ends"][i] == [g["end"] for g in segments if g["kind"] == "positive"]
 
 
 def test_shuffle_is_deterministic_per_seed_and_changes_per_epoch(tmp_path):
@@ -151,5 +152,5 @@ def test_iter_samples_returns_every_sample_in_order(tmp_path):
     assert [k for k, _, _ in got] == sorted(originals)
     for key, wav, meta in got:
         assert wav.dtype == np.float32 and np.allclose(wav, originals[key][0], atol=1e-4)
-        assert meta["labels"] == originals[key][1] and meta["text"] == "t" + str(int(key[1:]))
+        assert meta["segments"] == originals[key][1] and meta["text"] == "t" + str(int(key[1:]))
         assert meta["sample_rate"] == SR

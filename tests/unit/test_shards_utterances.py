@@ -177,7 +177,7 @@ def test_config_hash_separates_families_and_tracks_tokenizer_settings(tmp_path):
     assert shard_config_hash(asr_cfg(tmp_path, kind="unigram")) != ctc
     assert shard_config_hash(asr_cfg(tmp_path, "model.tokenizer.vocab_size=80")) == ctc  # char ignores it
     assert shard_config_hash(asr_cfg(tmp_path, "model.features.hop_length=320")) != ctc
-    assert shard_config_hash(asr_cfg(tmp_path, "clips.label_steps=20")) == ctc
+    assert shard_config_hash(asr_cfg(tmp_path, "clips.label_seconds=1.0")) == ctc
     with pytest.raises(ConfigError, match="no shard layout"):
         shard_config_hash(asr_cfg(tmp_path, "model.name=rnnt"))
 

@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ def samples(n, seconds=0.5, seed=0):
     rng = np.random.default_rng(seed)
     for i in range(n):
         yield {"__key__": f"s-{i:04d}", "audio": (0.1 * rng.standard_normal(int(seconds * SR))).astype(np.float32),
-               "sample_rate": SR, "txt": f"word {i}", "json": {"duration": seconds, "labels": [0, 1, 1]}}
+               "sample_rate": SR, "txt": f"word {i}", "json": {"duration": seconds, "segments": []}}
 
 
 def _leftovers(parent):
@@ -114,8 +115,11 @@ def _cfg(tmp_path, *extra):
 def test_config_hash_is_stable_and_tracks_shard_relevant_keys(tmp_path):
     base = shard_config_hash(_cfg(tmp_path))
     assert base == shard_config_hash(_cfg(tmp_path)) and len(base) == 12
-    assert shard_config_hash(_cfg(tmp_path, "clips.label_steps=20")) != base
-    assert shard_config_hash(_cfg(tmp_path, "model.net.conv_stride=2")) != base
+    assert shard_config_hash(_cfg(tmp_path, "clips.label_seconds=1.0")) != base  # the synthesis guard
+    # labels are derived at load from the net's own geometry: stride / kernel / hop reuse the shards
+    assert shard_config_hash(_cfg(tmp_path, "model.net.conv_stride=2")) == base
+    assert shard_config_hash(_cfg(tmp_path, "model.net.conv_kernel=11")) == base
+    assert shard_config_hash(_cfg(tmp_path, "model.features.hop_length=320")) == base
     assert shard_config_hash(_cfg(tmp_path, "ray.num_workers=4")) != base  # more ranks need more shards
     assert shard_config_hash(_cfg(tmp_path, "model.net.gru_hidden=64")) == base
     assert shard_config_hash(_cfg(tmp_path, "trainer.max_epochs=1")) == base
@@ -147,3 +151,34 @@ def test_shard_dataset_writes_then_reuses_then_repairs(tmp_path, caplog):
     assert repaired.num_samples == first.num_samples and verify_index(root / "val" / "index.json") == []
     assert (root / "train" / "shard-000000.tar").stat().st_mtime_ns == mtimes[root / "train" / "shard-000000.tar"]
     assert _leftovers(root) == []
+
+
+def test_clip_shards_hold_segment_times_and_serve_any_conv_stride(tmp_path, caplog):
+    """No labels in the json; a net with another stride reuses the shards and labels the same seconds."""
+    from test_shards_clips import make_corpus
+
+    from seqflow.lit.factory import build_module
+    from seqflow.shards.labels import frame_labels
+    from seqflow.shards.reader import iter_samples, make_dataloader
+
+    (tmp_path / "data").mkdir()
+    make_corpus(tmp_path / "data")
+    cfg4, cfg2 = _cfg(tmp_path), _cfg(tmp_path, "model.net.conv_stride=2")
+    first = shard_dataset(cfg4, tmp_path / "data", "md5x", progress=False)
+    metas = [meta for _key, _wav, meta in iter_samples(first.index_paths["train"])]
+    assert metas and all("labels" not in m and "label_step_s" not in m and "segments" in m for m in metas)
+    mtimes = {p: p.stat().st_mtime_ns for p in Path(first.root).rglob("*.tar")}
+    with caplog.at_level(logging.INFO, logger="seqflow.shards.writer"):
+        second = shard_dataset(cfg2, tmp_path / "data", "md5x", progress=False)
+    assert second == first and f"reusing shards at {first.root}" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in Path(first.root).rglob("*.tar")} == mtimes
+    batch = next(iter(make_dataloader(first.index_paths["train"], 8, 0, 1, 0, shuffle=False, seed=0)))
+    assert any(batch["positive_ends"])
+    for cfg, steps in ((cfg4, 50), (cfg2, 100)):  # 2.0 s at 40 ms and at 20 ms per step
+        module = build_module(cfg)
+        ty = module.net.steps_for_samples(batch["audio"].shape[1], 160)
+        labels = module.labels(batch, ty)
+        assert module.label_steps == steps and labels.shape == (8, ty)
+        for row, ends in zip(labels, batch["positive_ends"]):
+            want = frame_labels(ends, batch["audio"].shape[1], 16000, 160, module.net, steps)
+            assert row.tolist() == want.tolist()

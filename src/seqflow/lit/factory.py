@@ -75,7 +75,8 @@ def build_module(cfg: DictConfig, tokenizer_dir: str | Path | None = None):
 
         return TriggerWordModule(net, features, spec_augment,
                                  lr=float(o.lr), weight_decay=float(o.weight_decay),
-                                 pos_weight=float(o.pos_weight), scheduler=str(o.get("scheduler", "none")))
+                                 pos_weight=float(o.pos_weight), scheduler=str(o.get("scheduler", "none")),
+                                 label_seconds=float(cfg.clips.label_seconds))
     common = dict(lr=float(o.lr), weight_decay=float(o.get("weight_decay", 0.0)),
                   warmup_steps=int(o.get("warmup_steps", 200)), scheduler=str(o.get("scheduler", "noam")))
     if cfg.model.name == "ctc":

@@ -3,7 +3,9 @@
 The architecture is a plain ``nn.Module`` passed in as ``net``
 (:class:`seqflow.models.trigger_word.TriggerWordNet`); this module knows nothing of Ray or MLflow.
 Course: Ng, *Sequence Models*, week 3 (trigger word detection) — per-step binary labels, 1 for
-``label_steps`` output steps right after each trigger word ends.
+``label_seconds`` (as ``round(label_seconds / step_s)`` output steps) right after each trigger word
+ends. Labels are derived here, per batch, from the positive end times and the net's own step
+geometry (:func:`seqflow.shards.labels.batch_labels`), never read from the shards.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryF1Score
 
 from seqflow.audio.features import LogMel, SpecAugment
 from seqflow.errors import ConfigError
+from seqflow.shards.labels import batch_labels, label_window_steps
 
 _LOGMEL_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max")
 SCHEDULERS = ("none", "cosine", "onecycle")
@@ -33,15 +36,18 @@ class TriggerWordModule(pl.LightningModule):
     """LightningModule for frame-level trigger-word detection.
 
     Batches are the loader's dicts: ``audio (B, S)`` float32 zero-padded at 16 kHz,
-    ``audio_lengths (B,)``, ``labels (B, Ty)`` float 0/1 per output step. The step computes
-    log-mel ``(B, T, F)`` (and SpecAugment while training) on the training device, runs ``net``
-    to logits ``(B, T')``, and takes BCE-with-logits against the labels over the valid steps of
-    each clip (``t < min(T', Ty)`` and ``t <`` the clip's own step count).
+    ``audio_lengths (B,)``, ``positive_ends``: B lists of trigger-word end times [s]. The step
+    computes log-mel ``(B, T, F)`` (and SpecAugment while training) on the training device, runs
+    ``net`` to logits ``(B, T')``, derives labels ``(B, T')`` float 0/1 per output step from
+    ``positive_ends`` at the net's step geometry (window ``label_seconds``), and takes
+    BCE-with-logits over the valid steps of each clip (``t <`` the clip's own step count).
 
     Args:
-        net: network mapping ``(B, T, F)`` → ``(logits (B, T'), h_n)`` with ``num_steps(T)``.
+        net: network mapping ``(B, T, F)`` → ``(logits (B, T'), h_n)`` with the step geometry of
+            :class:`~seqflow.models.trigger_word.StepGeometry` (``num_steps``, ``seconds_to_step``, ...).
         features: LogMel settings (``cfg.model.features``). spec_augment: SpecAugment settings
             (``cfg.model.spec_augment``), ``None`` for no augmentation.
+        label_seconds: seconds labelled 1 after each positive ends (``clips.label_seconds``).
         lr, weight_decay: Adam settings. pos_weight: BCE weight of label-1 steps.
         scheduler: ``none`` | ``cosine`` (per epoch over ``trainer.max_epochs``) | ``onecycle``
             (per step; needs a finite ``trainer.estimated_stepping_batches``).
@@ -55,10 +61,12 @@ class TriggerWordModule(pl.LightningModule):
 
     def __init__(self, net: nn.Module, features: Mapping[str, Any], spec_augment: Mapping[str, Any] | None = None,
                  lr: float = 2e-3, weight_decay: float = 1e-4, pos_weight: float = 1.0,
-                 scheduler: str = "none") -> None:
+                 scheduler: str = "none", label_seconds: float = 2.0) -> None:
         super().__init__()
         if scheduler not in SCHEDULERS:
             raise ConfigError(f"model.optim.scheduler: {scheduler!r} is not one of {SCHEDULERS}")
+        if not label_seconds > 0:
+            raise ConfigError(f"clips.label_seconds: must be > 0, got {label_seconds!r}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.logmel = build_logmel(features)
@@ -74,20 +82,36 @@ class TriggerWordModule(pl.LightningModule):
         logits, _ = self.net(feats)
         return torch.sigmoid(logits)
 
+    @property
+    def label_steps(self) -> int:
+        """Output steps labelled 1 after each positive: ``round(label_seconds / step_s)`` at the net's stride."""
+        return label_window_steps(self.hparams.label_seconds, self.net, self.logmel.sample_rate,
+                                  self.logmel.hop_length)
+
+    def labels(self, batch: Mapping[str, Any], num_steps: int) -> torch.Tensor:
+        """Per-step 0/1 labels ``(B, num_steps)`` float32 (CPU) of a batch, from ``batch["positive_ends"]``
+        (B lists of end times [s]) at the net's step geometry; ``num_steps``: T' of the padded batch."""
+        if "positive_ends" not in batch:
+            raise KeyError("trigger-word batch without 'positive_ends' (the positive segment end times "
+                           "[s] per clip, see seqflow.shards.reader.collate)")
+        lab = batch_labels(batch["positive_ends"], int(batch["audio"].shape[1]), self.logmel.sample_rate,
+                           self.logmel.hop_length, self.net, self.hparams.label_seconds)
+        if lab.shape[1] != num_steps:
+            raise ValueError(f"labels have {lab.shape[1]} steps but the net produced {num_steps} "
+                             "(front end frame count differs from 1 + S // hop_length)")
+        return torch.from_numpy(lab)
+
     def _logits_and_mask(self, batch: Mapping[str, Any], augment: bool
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns ``(logits (B, U), labels (B, U), mask (B, U) bool)`` with ``U = min(T', Ty)``."""
+        """Returns ``(logits (B, T'), labels (B, T'), mask (B, T') bool)``; labels from :meth:`labels`."""
         audio, lengths = batch["audio"], batch["audio_lengths"]
         feats, frame_lengths = self.logmel(audio, lengths)
         if augment:
             feats = self.spec_augment(feats)
         logits, _ = self.net(feats)
-        labels = batch["labels"].to(logits.dtype)
-        u = min(logits.shape[1], labels.shape[1])
-        logits, labels = logits[:, :u], labels[:, :u]
-        conv_k, conv_s = self.net.conv_kernel, self.net.conv_stride
-        steps = ((frame_lengths - conv_k) // conv_s + 1).clamp(min=0)  # valid steps per clip
-        mask = torch.arange(u, device=logits.device)[None, :] < steps[:, None]
+        labels = self.labels(batch, logits.shape[1]).to(device=logits.device, dtype=logits.dtype)
+        steps = self.net.num_steps(frame_lengths)  # valid steps per clip (B,)
+        mask = torch.arange(logits.shape[1], device=logits.device)[None, :] < steps[:, None]
         return logits, labels, mask
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,9 @@ give the answer away); the background is brought to ``REF_DBFS + background_gain
 The sum is scaled down only if it would clip.
 
 :class:`ClipSource` reads the validated corpus and yields deterministic clips per split as
-sample dicts for :func:`seqflow.shards.writer.write_shards`.
+sample dicts for :func:`seqflow.shards.writer.write_shards`. A clip stores its segment times
+only (seconds); per-step labels are derived when training, at the net's own step geometry
+(:mod:`seqflow.shards.labels`), so the clips do not depend on the network.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import numpy as np
 from seqflow.audio.io import read_audio
 from seqflow.data.manifest import Utterance, read_manifest
 from seqflow.errors import AudioDecodeError, ShardError
-from seqflow.shards.labels import frame_labels, step_seconds
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
 
     Returns:
         ``(clip, segments)``: ``clip`` float32 ``(S,)`` with ``S = round(duration_s * sr)``, peak <= 1;
-        ``segments`` sorted by start, each ``{"kind", "start", "end", "text", "speaker"}`` in seconds,
+        ``segments`` sorted by start, each ``{"kind", "start", "end", "text", "speaker", "confusable"}`` (times in seconds;
+        ``confusable``: a sound-alike of the trigger word),
         inside ``[0, duration_s]`` and pairwise non-overlapping.
     """
     n = int(round(duration_s * sr))
@@ -133,7 +135,8 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
         taken.append((start, start + len(wav) + g))
         clip[start:start + len(wav)] += _to_level(wav, REF_DBFS + gain)
         segments.append({"kind": kind, "start": start / sr, "end": (start + len(wav)) / sr,
-                         "text": str(meta.get("text", "")), "speaker": str(meta.get("speaker") or "")})
+                         "text": str(meta.get("text", "")), "speaker": str(meta.get("speaker") or ""),
+                         "confusable": bool(meta.get("confusable"))})
     peak = float(np.max(np.abs(clip))) if n else 0.0
     if peak > PEAK_LIMIT:
         clip *= np.float32(PEAK_LIMIT / peak)
@@ -157,10 +160,7 @@ class ClipSource:
     max_negatives: int
     positive_gain_db: tuple[float, float]
     background_gain_db: tuple[float, float]
-    label_steps: int
-    hop_length: int
-    conv_kernel: int
-    conv_stride: int
+    label_seconds: float
     seed: int
     clip_counts: dict[str, int]
     hard_negative_fraction: float = 0.0
@@ -170,16 +170,14 @@ class ClipSource:
 
     @classmethod
     def from_config(cls, cfg, data_root: str | Path) -> "ClipSource":
-        """Build from the composed config (``clips.*``, ``audio.sample_rate``, ``model.features``,
-        ``model.net``, ``seed``)."""
+        """Build from the composed config (``clips.*``, ``audio.sample_rate``, ``seed``); nothing of
+        ``model.*`` (the clips do not depend on the network or its front end)."""
         c = cfg.clips
         return cls(root=Path(data_root), sample_rate=int(cfg.audio.sample_rate), duration_s=float(c.duration),
                    max_positives=int(c.max_positives), max_negatives=int(c.max_negatives),
                    positive_gain_db=tuple(float(g) for g in c.positive_gain_db),
                    background_gain_db=tuple(float(g) for g in c.background_gain_db),
-                   label_steps=int(c.label_steps), hard_negative_fraction=float(c.hard_negative_fraction),
-                   hop_length=int(cfg.model.features.hop_length),
-                   conv_kernel=int(cfg.model.net.conv_kernel), conv_stride=int(cfg.model.net.conv_stride),
+                   label_seconds=float(c.label_seconds), hard_negative_fraction=float(c.hard_negative_fraction),
                    seed=int(cfg.seed), clip_counts={s: int(c[f"{s}_clips"]) for s in SPLITS})
 
     def num_clips(self, split: str) -> int:
@@ -216,7 +214,9 @@ class ClipSource:
     def clips(self, split: str, num: int | None = None) -> Iterator[dict]:
         """Yield ``num`` (default :meth:`num_clips`) sample dicts for the writer:
         ``{"__key__": "<split>-000000", "audio": float32 (S,), "sample_rate", "txt", "json"}``
-        with ``json`` = duration, sample_rate, speaker, segments, labels, label_step_s, background.
+        with ``json`` = duration [s], sample_rate [Hz], speaker, segments (times in seconds, see
+        :func:`synthesize_clip`), background; no labels (derived at load, :mod:`seqflow.shards.labels`).
+        Each positive is followed by ``label_seconds`` free of other words.
 
         Raises:
             ShardError: the manifest is missing, or the split has no positive or no background.
@@ -228,7 +228,6 @@ class ClipSource:
             if not pool:
                 raise ShardError(f"{self.root / self.manifest_name}: no valid {kind} row for split {split!r}")
         hard = [w for w in negatives if w[1]["confusable"]]
-        step_s = step_seconds(self.sample_rate, self.hop_length, self.conv_stride)
         split_id = zlib.crc32(split.encode())
         for i in range(num):
             rng = np.random.default_rng([self.seed, split_id, i])
@@ -236,16 +235,11 @@ class ClipSource:
             wav, segments = synthesize_clip(rng, bg, positives, negatives, self.duration_s, self.sample_rate,
                                             self.max_positives, self.max_negatives,
                                             self.positive_gain_db, self.background_gain_db,
-                                            positive_guard_s=self.label_steps * step_s, hard_negatives=hard,
+                                            positive_guard_s=self.label_seconds, hard_negatives=hard,
                                             hard_negative_fraction=self.hard_negative_fraction)
-            ends = [s["end"] for s in segments if s["kind"] == "positive"]
-            labels = frame_labels(ends, len(wav), self.sample_rate, self.hop_length, self.conv_kernel,
-                                  self.conv_stride, self.label_steps)
             words = [s for s in segments if s["kind"] == "positive"]
             speakers = sorted({s["speaker"] for s in segments if s["speaker"]})
             meta = {"duration": len(wav) / self.sample_rate, "sample_rate": self.sample_rate,
-                    "speaker": ",".join(speakers), "segments": segments, "labels": labels.tolist(),
-                    "label_step_s": step_s,
-                    "background": bg_meta["path"]}
+                    "speaker": ",".join(speakers), "segments": segments, "background": bg_meta["path"]}
             yield {"__key__": f"{split}-{i:06d}", "audio": wav, "sample_rate": self.sample_rate,
                    "txt": " ".join(s["text"] for s in words), "json": meta}

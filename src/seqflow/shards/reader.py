@@ -112,21 +112,20 @@ def read_shard(path: Path, expected: int | None = None, strict: bool = False) ->
 
 def collate(samples: list[dict], tokenizer=None) -> dict:
     """Batch dict: ``audio`` float32 (B, S) zero-padded, ``audio_lengths`` int64 (B,), ``keys`` and
-    ``texts`` lists; ``labels`` float32 (B, Ty) zero-padded (trigger word: always without a
-    ``tokenizer``, else only when the samples carry labels); with a ``tokenizer`` also ``tokens``
-    int64 (B, U) padded with the blank id 0 and ``token_lengths`` int64 (B,)."""
+    ``texts`` lists; ``positive_ends``: per clip the end times [s] of its positive segments
+    (``meta["segments"]`` of kind ``positive``), a list of B float lists (trigger word: always
+    without a ``tokenizer``, else only when the samples carry segments; per-step labels are derived
+    from it by the LightningModule, :func:`seqflow.shards.labels.batch_labels`); with a ``tokenizer``
+    also ``tokens`` int64 (B, U) padded with the blank id 0 and ``token_lengths`` int64 (B,)."""
     lengths = [len(s["wav"]) for s in samples]
     audio = np.zeros((len(samples), max(lengths)), dtype=np.float32)
     for i, s in enumerate(samples):
         audio[i, :lengths[i]] = s["wav"]
     batch = {"audio": torch.from_numpy(audio), "audio_lengths": torch.tensor(lengths, dtype=torch.int64),
              "keys": [s["key"] for s in samples], "texts": [s["text"] for s in samples]}
-    if tokenizer is None or any("labels" in s["meta"] for s in samples):
-        labels = [np.asarray(s["meta"].get("labels", []), dtype=np.float32) for s in samples]
-        lab = np.zeros((len(samples), max(len(x) for x in labels)), dtype=np.float32)
-        for i, x in enumerate(labels):
-            lab[i, :len(x)] = x
-        batch["labels"] = torch.from_numpy(lab)
+    if tokenizer is None or any("segments" in s["meta"] for s in samples):
+        batch["positive_ends"] = [[float(g["end"]) for g in s["meta"].get("segments", ())
+                                   if g.get("kind") == "positive"] for s in samples]
     if tokenizer is not None:
         ids = [tokenizer.encode(t) for t in batch["texts"]]
         tokens = torch.full((len(ids), max(1, max(len(x) for x in ids))), tokenizer.blank_id, dtype=torch.int64)

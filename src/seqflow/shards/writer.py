@@ -38,7 +38,7 @@ from seqflow.shards.utterances import UtteranceSource, model_family, utterance_s
 log = logging.getLogger(__name__)
 
 SHARD_PATTERN = "shard-{:06d}.tar"
-SHARD_LAYOUT_VERSION = 2  # bump when clip synthesis or the sample layout changes
+SHARD_LAYOUT_VERSION = 3  # bump when clip synthesis or the sample layout changes (3: json without labels)
 
 
 def _tar_size(sample: dict) -> int:
@@ -184,8 +184,9 @@ def effective_min_shards(cfg) -> int:
 def shard_config_hash(cfg) -> str:
     """Stable 12-hex hash of everything that changes shard content.
 
-    Trigger word: sample rate, shard format / size / count, ``clips.*``, the label geometry (hop,
-    conv kernel/stride), seed, layout version. ASR (``model.name`` ctc | transformer, which share
+    Trigger word: sample rate, shard format / size / count, ``clips.*``, seed, layout version;
+    nothing of ``model.*``: clips store segment times, labels are derived at load from the net's
+    own step geometry, so a different hop or conv stride reuses the same shards. ASR (``model.name`` ctc | transformer, which share
     shards): family ``asr``, sample rate, format / size / count, hop, tokenizer kind and size, data
     source name, seed, utterance layout version (:func:`~seqflow.shards.utterances.utterance_shard_config`).
     The two families never share a shard set.
@@ -199,8 +200,6 @@ def shard_config_hash(cfg) -> str:
             "format": str(cfg.shards.format), "target_bytes": int(cfg.shards.target_bytes),
             "min_shards": effective_min_shards(cfg),
             "clips": OmegaConf.to_container(cfg.clips, resolve=True),
-            "hop_length": int(cfg.model.features.hop_length),
-            "conv_kernel": int(cfg.model.net.conv_kernel), "conv_stride": int(cfg.model.net.conv_stride),
             "seed": int(cfg.seed),
         }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
