@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-pipeline: $(STAMP)        ## run the whole flow on the embedded default (ARGS="hydra overrides")
+pipeline: $(STAMP) eval-data   ## fetch the evaluation audio, then run the whole flow on the embedded default (ARGS="hydra overrides")
 	$(VENV)/bin/seqflow pipeline $(ARGS)
 
 test: $(STAMP)            ## unit + integration tests (real Ray, MLflow, Prefect, DVC)

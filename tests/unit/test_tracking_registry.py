@@ -130,3 +130,23 @@ def test_failure_after_version_tags_it_failed_and_restores_aliases(store):
     tags = client.get_model_version(name, "2").tags
     assert tags["seqflow.status"] == "failed" and "went away" in tags["seqflow.error"]
     assert "promotion.decision" not in client.get_run(run_id).data.tags
+
+
+def test_two_trigger_words_register_under_two_names_each_with_a_champion(store):
+    """A new trigger phrase is a new model: its first version is that name's champion, and the
+    other phrase's champion is untouched (the gate runs on model.gate.metric = test/frr)."""
+    from seqflow.config import load_config
+
+    client, uri = store
+    names = [load_config([f"data.trigger_word='{w}'"]).model.registered_name for w in ("activate", "hey jarvis")]
+    assert names == ["seqflow-trigger-word-activate", "seqflow-trigger-word-hey-jarvis"]
+    gate = load_config([]).model.gate
+    decisions = []
+    for name, frr in zip(names, (0.2, 0.6)):
+        with mlflow.start_run() as run:
+            mlflow.log_metric(gate.metric, frr)
+        decisions.append(register_and_promote(uri, name, run.info.run_id, gate.metric, client=client,
+                                              lower_is_better=gate.lower_is_better, test_set_id=f"sha256:{name}"))
+    assert all(d.promoted and d.version == 1 for d in decisions)
+    for name in names:
+        assert _aliases(client, name) == {"challenger": 1, "champion": 1}

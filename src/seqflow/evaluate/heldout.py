@@ -59,19 +59,24 @@ def build_heldout_set(cfg: DictConfig) -> Path | None:
     items = heldout_items(root, str(cfg.data.trigger_word), int(ev.heldout_engine.num_sentences))
     manifest = Path(str(spec.manifest))
     try:
-        path = build_heldout_engine(manifest.parent, [(i["key"], i["text"]) for i in items], Path(str(ev.eval_data)))
+        path = build_heldout_engine(manifest.parent, [(i["key"], i["text"]) for i in items], Path(str(ev.eval_data)),
+                                    name="heldout_engine")
     except EvalDataUnavailable as e:
         log.info("heldout_engine: skipped (%s)", e)
         return None
-    mark_confusables(path, {i["key"] for i in items if i["confusable"]})
+    annotate(path, {i["key"] for i in items if i["confusable"]})
     return path
 
 
-def mark_confusables(manifest: Path, keys: set[str]) -> None:
-    """Set ``"confusable": true`` on the rows whose audio file stem is in ``keys`` (atomic rewrite)."""
+def annotate(manifest: Path, confusable_keys: set[str]) -> None:
+    """Mark sound-alikes (``"confusable": true``, by the row's ``key``) and split dev/eval by
+    *text*, so one text spoken by three voices never lands in both halves (atomic rewrite)."""
+    from seqflow.evalsets.splits import hash_split
+
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
     for r in rows:
-        r["confusable"] = Path(r["audio_filepath"]).stem in keys
+        r["confusable"] = r["key"] in confusable_keys
+        r["split"] = hash_split(r["key"].rsplit("-v", 1)[0])
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
     tmp.replace(manifest)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +53,9 @@ class EvalSet:
 def assign_half(row: Mapping[str, Any]) -> str:
     """``dev`` or ``eval`` for a manifest row without a ``split``: by speaker where known, else by
     file name (crc32, so stable across runs and machines)."""
-    key = str(row.get("speaker") or Path(str(row["audio_filepath"])).name)
-    return HALVES[zlib.crc32(key.encode()) % 2]
+    from seqflow.evalsets.splits import hash_split
+
+    return hash_split(str(row.get("speaker") or Path(str(row["audio_filepath"])).name))
 
 
 def read_set(name: str, manifest: str | Path, kinds: Sequence[str]) -> EvalSet:

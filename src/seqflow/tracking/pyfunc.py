@@ -10,7 +10,7 @@ Optional param ``threshold`` (float) overrides the detector's stored threshold p
 
 >>> with mlflow.start_run():
 ...     info = log_trigger_word_model("work/detector", wav[:16000])
->>> m = mlflow.pyfunc.load_model("models:/seqflow-trigger-word@champion")
+>>> m = mlflow.pyfunc.load_model("models:/seqflow-trigger-word-activate@champion")
 >>> m.predict(wav)                       # DataFrame[start, end, score]
 >>> # REST (mlflow models serve): POST /invocations {"inputs": [0.0, 0.01, ...], "params": {"threshold": 0.6}}
 

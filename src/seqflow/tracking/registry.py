@@ -5,8 +5,8 @@ only if it is strictly better than the current champion on the same evaluation s
 decision, both metrics and the reason are written on the challenger's run and on the version.
 
 >>> info = log_trigger_word_model(detector_dir, wav[:16000])          # inside the run
->>> d = register_and_promote(info.model_uri, "seqflow-trigger-word", run_id,
-...                          "test/frr_at_1fah", test_set_id=f"{data_md5}/test")
+>>> d = register_and_promote(info.model_uri, "seqflow-trigger-word-activate", run_id,
+...                          "test/frr", test_set_id="sha256:...")
 >>> d.promoted, d.reason
 """
 
