@@ -186,8 +186,8 @@ def shard_config_hash(cfg) -> str:
 
     Trigger word: sample rate, shard format / size / count, ``clips.*``, seed, layout version;
     nothing of ``model.*``: clips store segment times, labels are derived at load from the net's
-    own step geometry, so a different hop or conv stride reuses the same shards. ASR (``model.name`` ctc | transformer, which share
-    shards): family ``asr``, sample rate, format / size / count, hop, tokenizer kind and size, data
+    own step geometry, so a different hop or conv stride reuses the same shards. ASR
+    (``model.name`` ctc | transformer, which share shards): family ``asr``, sample rate, format / size / count, hop, tokenizer kind and size, data
     source name, seed, utterance layout version (:func:`~seqflow.shards.utterances.utterance_shard_config`).
     The two families never share a shard set.
     """
