@@ -24,6 +24,8 @@ OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. data.trigger_word=h
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # explicit, so seqflow's lines survive ray.init(logging_config=...) lowering the root logger
+    logging.getLogger("seqflow").setLevel(logging.INFO)
     for noisy in ("httpx", "httpcore", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
