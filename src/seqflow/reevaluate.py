@@ -53,7 +53,7 @@ def reevaluate(model_uri: str, overrides: list[str]) -> dict:
     stages.check_config(cfg)
     data = stages.version(cfg)
     shards = stages.shard(cfg, data["md5"])
-    fam = get_family(cfg.model.name)
+    fam = get_family(cfg)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="seqflow-reeval-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{mv.name}/{mv.version}", dst_path=tmp))

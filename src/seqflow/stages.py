@@ -22,21 +22,20 @@ def check_config(cfg: DictConfig) -> None:
     """Fail fast, before any work, on config values that cannot work.
 
     Raises:
-        ConfigError: unknown data source or model, empty trigger word, unknown voice, bad worker
+        ConfigError: unknown data source, a model.family that cannot be imported, empty trigger word, unknown voice, bad worker
         counts, a trigger-word model on a source without trigger-word labels.
     """
     from seqflow.data.sources import check_source_config
-
     from seqflow.families import get_family
 
-    get_family(cfg.model.name)
+    fam = get_family(cfg)
     if int(cfg.ray.num_workers) < 1 or int(cfg.trainer.num_workers) < 0:
         raise ConfigError("ray.num_workers must be >= 1 and trainer.num_workers >= 0")
-    if cfg.model.name == "trigger_word" and not (
+    if fam.kind == "trigger_word" and not (
             cfg.data.source == "synthetic" or (cfg.data.source == "speech_commands" and cfg.data.get("trigger_word"))):
-        raise ConfigError("model=trigger_word needs data=synthetic, or data=speech_commands with "
+        raise ConfigError(f"model={cfg.model.name} needs data=synthetic, or data=speech_commands with "
                           "data.trigger_word=<word> (its folder holds the positives)")
-    if cfg.model.name != "trigger_word" and cfg.data.source == "speech_commands" and cfg.data.get("trigger_word"):
+    if fam.kind != "trigger_word" and cfg.data.source == "speech_commands" and cfg.data.get("trigger_word"):
         raise ConfigError(f"model={cfg.model.name} needs transcribed utterances; unset data.trigger_word")
     check_source_config(cfg.data, int(cfg.audio.sample_rate))
 
@@ -136,7 +135,7 @@ def package(cfg: DictConfig, shards: dict, trained: dict) -> dict:
 
     from seqflow.families import get_family
 
-    fam = get_family(cfg.model.name)
+    fam = get_family(cfg)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="seqflow-package-") as tmp:
         pkg = Path(tmp) / PACKAGE_ARTIFACT
@@ -160,7 +159,7 @@ def evaluate(cfg: DictConfig, shards: dict, run_id: str, package_uri: str) -> di
 
     from seqflow.families import get_family
 
-    fam = get_family(cfg.model.name)
+    fam = get_family(cfg)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="seqflow-eval-") as tmp:
         pkg = Path(mlflow.artifacts.download_artifacts(package_uri, dst_path=tmp))
@@ -187,7 +186,7 @@ def register(cfg: DictConfig, trained: dict, packaged: dict, evaluated: dict) ->
     from seqflow.families import get_family
     from seqflow.tracking.registry import register_and_promote
 
-    fam, gate = get_family(cfg.model.name), cfg.model.gate
+    fam, gate = get_family(cfg), cfg.model.gate
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     example = np.zeros(int(cfg.audio.sample_rate), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="seqflow-register-") as tmp:

@@ -4,6 +4,7 @@ two ranks, MLflow (SQLite) and Prefect's ephemeral API — run as a user would, 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,28 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None
     bad.write_text("hello")
     det = run_seqflow(project, "detect", str(bad), timeout=300)
     assert det.returncode == 2 and "not_audio.wav" in det.stderr
+
+
+def test_a_model_family_declared_outside_seqflow_trains_through_the_flow(project: Path, tiny_overrides,
+                                                                         run_seqflow, monkeypatch) -> None:
+    """Adding a model is one module (its FAMILY) plus config: no seqflow file names it, yet it
+    shards, trains on two Ray ranks, is packaged, evaluated, registered and served."""
+    toy_dir = Path(__file__).parent / "toy_family"
+    monkeypatch.setenv("PYTHONPATH", f"{toy_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    toy = ["model.family=toy_trigger_family", "model.name=toy_trigger", "model.registered_name=seqflow-toy-trigger"]
+    proc = run_seqflow(project, "pipeline", *tiny_overrides, *toy)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "rank 0/2 trained on" in out and "rank 1/2 trained on" in out
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias("seqflow-toy-trigger", "champion")
+    run = client.get_run(mv.run_id)
+    assert {"val/threshold", "test/frr", "test/fa_per_hour"} <= set(run.data.metrics)
+    assert run.data.params["model.family"] == "toy_trigger_family"
+    clip = next((project / "data" / "audio" / "test" / "positive").glob("*.flac"))
+    det = run_seqflow(project, "detect", str(clip), "--model", "models:/seqflow-toy-trigger@champion", timeout=300)
+    assert det.returncode == 0 and "detection(s)" in det.stdout, det.stderr[-3000:]

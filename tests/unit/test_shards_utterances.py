@@ -69,6 +69,7 @@ def make_asr_corpus(root, good=GOOD, bad=BAD):
 
 def asr_cfg(tmp_path, *extra, kind="char"):
     return load_config([f"shards.root={tmp_path}/shards", f"data.root={tmp_path}/data", "model.name=ctc",
+                        "model.family=seqflow.families.ctc",
                         f"+model.tokenizer.kind={kind}", "+model.tokenizer.vocab_size=40", "shards.min_shards=2",
                         "ray.num_workers=1", "trainer.num_workers=1", *extra])
 
@@ -171,15 +172,16 @@ def test_reuse_keeps_tars_quarantine_and_tokenizer_and_rebuilds_a_lost_tokenizer
 
 def test_config_hash_separates_families_and_tracks_tokenizer_settings(tmp_path):
     ctc = shard_config_hash(asr_cfg(tmp_path))
-    assert shard_config_hash(asr_cfg(tmp_path, "model.name=transformer")) == ctc  # the ASR models share shards
+    assert shard_config_hash(asr_cfg(tmp_path, "model.name=transformer",
+                                     "model.family=seqflow.families.transformer")) == ctc  # the ASR models share shards
     assert shard_config_hash(load_config([f"shards.root={tmp_path}/shards", "shards.min_shards=2",
                                           "ray.num_workers=1", "trainer.num_workers=1"])) != ctc
     assert shard_config_hash(asr_cfg(tmp_path, kind="unigram")) != ctc
     assert shard_config_hash(asr_cfg(tmp_path, "model.tokenizer.vocab_size=80")) == ctc  # char ignores it
     assert shard_config_hash(asr_cfg(tmp_path, "model.features.hop_length=320")) != ctc
     assert shard_config_hash(asr_cfg(tmp_path, "clips.label_seconds=1.0")) == ctc
-    with pytest.raises(ConfigError, match="no shard layout"):
-        shard_config_hash(asr_cfg(tmp_path, "model.name=rnnt"))
+    with pytest.raises(ConfigError, match="model.family='seqflow.families.rnnt' cannot be imported"):
+        shard_config_hash(asr_cfg(tmp_path, "model.name=rnnt", "model.family=seqflow.families.rnnt"))
 
 
 def test_sentencepiece_tokenizer_is_saved_and_batches_decode_back_to_texts(tmp_path, corpus):

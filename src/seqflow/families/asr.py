@@ -1,5 +1,6 @@
-"""The speech-recognition family (``model=ctc`` | ``model=transformer``): transcriber package
-(weights + tokenizer), WER/CER on the test split and on every ``asr`` evaluation set."""
+"""What the speech-recognition families (:mod:`.ctc`, :mod:`.transformer`) share: transcriber
+package (weights + tokenizer), WER/CER on the test split and on every ``asr`` evaluation set,
+the pyfunc, and the optimiser settings of their LightningModules."""
 
 from __future__ import annotations
 
@@ -55,4 +56,16 @@ def log_model(package_dir: Path, example):
     return log_asr_model(package_dir, example)
 
 
-FAMILY = ModelFamily(name="asr", kind="asr", package=package, evaluate=evaluate, log_model=log_model)
+def module_kwargs(cfg: DictConfig) -> dict:
+    """``features``, ``spec_augment`` and the Noam/optimiser keywords every ASR module takes."""
+    o, spec = cfg.model.optim, cfg.model.get("spec_augment")
+    return dict(features=OmegaConf.to_container(cfg.model.features, resolve=True),
+                spec_augment=OmegaConf.to_container(spec, resolve=True) if spec else None,
+                lr=float(o.lr), weight_decay=float(o.get("weight_decay", 0.0)),
+                warmup_steps=int(o.get("warmup_steps", 200)), scheduler=str(o.get("scheduler", "noam")))
+
+
+def asr_family(name: str, build_net, build_module) -> ModelFamily:
+    """A speech-recognition family: utterance shards, the shared package/evaluate/pyfunc."""
+    return ModelFamily(name=name, kind="asr", shards="utterances", build_net=build_net, build_module=build_module,
+                       package=package, evaluate=evaluate, log_model=log_model)

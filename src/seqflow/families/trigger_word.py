@@ -102,5 +102,24 @@ def log_model(package_dir: Path, example):
     return log_trigger_word_model(package_dir, example)
 
 
-FAMILY = ModelFamily(name="trigger_word", kind="trigger_word", package=package, evaluate=evaluate,
-                     log_model=log_model)
+def build_net(cfg: DictConfig, vocab_size: int | None = None):
+    """The course's detector: Conv1D → BN → ReLU → GRU × 2 → per-step sigmoid (``model.net``)."""
+    from seqflow.models.trigger_word import TriggerWordNet
+
+    return TriggerWordNet(n_mels=int(cfg.model.features.n_mels), **OmegaConf.to_container(cfg.model.net, resolve=True))
+
+
+def build_module(cfg: DictConfig, net, tokenizer=None):
+    """Frame BCE against labels derived at load (``clips.label_seconds`` after each positive)."""
+    from seqflow.lit.trigger_word import TriggerWordModule
+
+    o = cfg.model.optim
+    spec = cfg.model.get("spec_augment")
+    return TriggerWordModule(net, OmegaConf.to_container(cfg.model.features, resolve=True),
+                             OmegaConf.to_container(spec, resolve=True) if spec else None,
+                             lr=float(o.lr), weight_decay=float(o.weight_decay), pos_weight=float(o.pos_weight),
+                             scheduler=str(o.get("scheduler", "none")), label_seconds=float(cfg.clips.label_seconds))
+
+
+FAMILY = ModelFamily(name="trigger_word", kind="trigger_word", shards="clips", build_net=build_net,
+                     build_module=build_module, package=package, evaluate=evaluate, log_model=log_model)

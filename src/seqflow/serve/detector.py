@@ -24,6 +24,7 @@ from seqflow.errors import ConfigError, SeqflowError
 from seqflow.models.trigger_word import TriggerWordNet
 from seqflow.shards.labels import step_seconds, step_to_seconds
 
+DEFAULT_FAMILY = "seqflow.families.trigger_word"
 WEIGHTS_NAME = "weights.pt"
 CONFIG_NAME = "detector.json"
 _LOGMEL_KEYS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max")
@@ -165,6 +166,9 @@ def save_detector(directory: str | Path, net: TriggerWordNet, model_cfg: Mapping
     features.setdefault("n_mels", net.n_mels)
     meta = {"format": 1, "model": "trigger_word", "features": features, "net": net_kw,
             "threshold": float(threshold), "refractory_s": float(refractory_s)}
+    family = model_cfg.get("family")
+    if family and family != DEFAULT_FAMILY:  # another trigger-word family: rebuilt by its own build_net
+        meta.update(family=str(family), model_cfg=dict(model_cfg))
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, d / WEIGHTS_NAME)
     tmp = d / (CONFIG_NAME + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -174,6 +178,11 @@ def save_detector(directory: str | Path, net: TriggerWordNet, model_cfg: Mapping
 
 def load_detector(directory: str | Path, chunk_s: float = 60.0) -> TriggerWordDetector:
     """Rebuild a :class:`TriggerWordDetector` from :func:`save_detector`'s files (CPU tensors).
+
+    A detector saved from a trigger-word family other than the built-in one records ``family``
+    and its model config; its net is rebuilt by that family's ``build_net`` (so the family's
+    module must be importable where the detector is loaded). Weights load with
+    ``weights_only=True``.
 
     Raises:
         SeqflowError: ``detector.json`` or ``weights.pt`` missing or unreadable (names the file).
@@ -191,7 +200,15 @@ def load_detector(directory: str | Path, chunk_s: float = 60.0) -> TriggerWordDe
     if meta.get("model") != "trigger_word" or "features" not in meta or "net" not in meta:
         raise ConfigError(f"{cfg_path}: not a trigger-word detector config")
     logmel = LogMel(**meta["features"])
-    net = TriggerWordNet(n_mels=logmel.n_mels, **meta["net"])
+    if meta.get("family"):  # a trigger-word family declared elsewhere builds its own net
+        from omegaconf import OmegaConf
+
+        from seqflow.families import get_family
+
+        cfg = OmegaConf.create({"model": meta["model_cfg"]})
+        net = get_family(cfg).build_net(cfg, None)
+    else:
+        net = TriggerWordNet(n_mels=logmel.n_mels, **meta["net"])
     try:
         state = torch.load(w_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state)

@@ -37,7 +37,7 @@ from typing import Iterator
 
 from seqflow.audio.io import read_audio
 from seqflow.data.manifest import QUARANTINE_NAME, Utterance, read_jsonl, read_manifest, write_jsonl
-from seqflow.errors import AudioDecodeError, ConfigError, SeqflowError, ShardError
+from seqflow.errors import AudioDecodeError, SeqflowError, ShardError
 from seqflow.models.ctc import ctc_feasible, ctc_output_frames, min_frames_for_ctc
 from seqflow.shards.clips import SPLITS, VALID_MANIFEST_NAME
 from seqflow.text.normalize import TextNormalizationError, normalize_text
@@ -45,23 +45,9 @@ from seqflow.text.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-ASR_MODELS = ("ctc", "transformer")
 UTTERANCE_LAYOUT_VERSION = 1  # bump when the utterance sample layout or the shard-stage checks change
 TOKENIZER_DIR = "tokenizer"
 STAGE = "shard"
-
-
-def model_family(model_name: str) -> str:
-    """``"trigger_word"`` or ``"asr"`` (for ``ctc`` / ``transformer``): which shards a model trains on.
-
-    Raises:
-        ConfigError: any other model name.
-    """
-    if model_name == "trigger_word":
-        return "trigger_word"
-    if model_name in ASR_MODELS:
-        return "asr"
-    raise ConfigError(f"model {model_name!r}: no shard layout (choose trigger_word, {', '.join(ASR_MODELS)})")
 
 
 def tokenizer_settings(cfg) -> dict:

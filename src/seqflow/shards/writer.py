@@ -33,7 +33,7 @@ from seqflow.data.manifest import QUARANTINE_NAME
 from seqflow.errors import ShardError
 from seqflow.shards.clips import SPLITS, ClipSource
 from seqflow.shards.index import INDEX_NAME, finish_index, verify_index
-from seqflow.shards.utterances import UtteranceSource, model_family, utterance_shard_config
+from seqflow.shards.utterances import UtteranceSource, utterance_shard_config
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,9 @@ def shard_config_hash(cfg) -> str:
     source name, seed, utterance layout version (:func:`~seqflow.shards.utterances.utterance_shard_config`).
     The two families never share a shard set.
     """
-    if model_family(str(cfg.model.name)) == "asr":
+    from seqflow.families import get_family
+
+    if get_family(cfg).shards == "utterances":
         relevant = utterance_shard_config(cfg)
     else:
         relevant = {
@@ -221,18 +223,20 @@ class ShardSet:
 def shard_dataset(cfg, data_root: str | Path, data_md5: str, progress: bool = True, verify: bool = True) -> ShardSet:
     """Write (or reuse) the shards of train/val/test under ``<shards.root>/<data_md5>-<config_hash>/<split>/``.
 
-    ``model.name`` picks the content: ``trigger_word`` → synthesized clips (:class:`ClipSource`);
-    ``ctc`` / ``transformer`` → utterances (:class:`UtteranceSource`), plus ``tokenizer/`` and the
+    The model family's ``shards`` picks the content: ``clips`` → synthesized clips (:class:`ClipSource`);
+    ``utterances`` (ctc, transformer) → :class:`UtteranceSource`, plus ``tokenizer/`` and the
     shard-stage ``quarantine.jsonl`` in the shard set folder. A split whose ``index.json`` exists
     (and, with ``verify``, whose tars match their sha256) is reused; anything else is (re)written
     from the corpus at ``data_root``.
 
     Raises:
-        ConfigError: unknown ``model.name``.
+        ConfigError: ``model.family`` cannot be imported.
         ShardError: corpus manifest missing, or a split lacks positives/backgrounds (trigger word)
             or valid utterances (ASR), or too few samples for ``min_shards``.
     """
-    family = model_family(str(cfg.model.name))
+    from seqflow.families import get_family
+
+    family = "asr" if get_family(cfg).shards == "utterances" else "trigger_word"
     config_hash = shard_config_hash(cfg)
     root = Path(cfg.shards.root) / f"{data_md5}-{config_hash}"
     shard_set = ShardSet(root=str(root), data_md5=data_md5, config_hash=config_hash)
