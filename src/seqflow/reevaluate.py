@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 log = logging.getLogger("seqflow.evaluate")
-PACKAGE_NAMES = ("detector", "transcriber")  # the pyfunc artifact holding the serving package
 
 
 def _model_version(client, uri: str):
@@ -57,9 +56,11 @@ def reevaluate(model_uri: str, overrides: list[str]) -> dict:
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="seqflow-reeval-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(f"models:/{mv.name}/{mv.version}", dst_path=tmp))
-        pkg = next((local / "artifacts" / n for n in PACKAGE_NAMES if (local / "artifacts" / n).is_dir()), None)
-        if pkg is None:
-            raise FileNotFoundError(f"{mv.name} v{mv.version}: no serving package among {PACKAGE_NAMES} in {local}")
+        found = sorted(p for p in (local / "artifacts").glob("*") if p.is_dir()) if (local / "artifacts").is_dir() else []
+        if len(found) != 1:
+            raise FileNotFoundError(f"{mv.name} v{mv.version}: expected one serving package folder under "
+                                    f"{local}/artifacts, found {[p.name for p in found]}")
+        pkg = found[0]
         ev = fam.evaluate(cfg, pkg, shards, Path(tmp) / "out")
         with mlflow.start_run(run_id=mv.run_id):
             mlflow.log_metrics(ev.metrics)
