@@ -10,8 +10,6 @@ are those of the model that is served.
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 
 log = logging.getLogger("seqflow.evaluate")
 
@@ -37,12 +35,16 @@ def reevaluate(model_uri: str, overrides: list[str]) -> dict:
         ConfigError: bad URI; MlflowException: no such version/alias; ShardError / DVC errors:
         no corpus here (run the pipeline first).
     """
+    import os
+
     import mlflow
 
     from seqflow import stages
     from seqflow.config import load_config
     from seqflow.families import get_family
+    from seqflow.tracking.artifacts import downloaded, log_results, package_folder
 
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or load_config(overrides).tracking.tracking_uri)
     client = mlflow.MlflowClient()
     mv = _model_version(client, model_uri)
     run = client.get_run(mv.run_id)
@@ -52,21 +54,9 @@ def reevaluate(model_uri: str, overrides: list[str]) -> dict:
     stages.check_config(cfg)
     data = stages.version(cfg)
     shards = stages.shard(cfg, data["md5"])
-    fam = get_family(cfg)
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="seqflow-reeval-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{mv.name}/{mv.version}", dst_path=tmp))
-        found = sorted(p for p in (local / "artifacts").glob("*") if p.is_dir()) if (local / "artifacts").is_dir() else []
-        if len(found) != 1:
-            raise FileNotFoundError(f"{mv.name} v{mv.version}: expected one serving package folder under "
-                                    f"{local}/artifacts, found {[p.name for p in found]}")
-        pkg = found[0]
-        ev = fam.evaluate(cfg, pkg, shards, Path(tmp) / "out")
-        with mlflow.start_run(run_id=mv.run_id):
-            mlflow.log_metrics(ev.metrics)
-            mlflow.set_tags({**ev.tags, "eval.reevaluated_for": f"{mv.name}/{mv.version}"})
-            for folder, paths in ev.artifacts.items():
-                for p in paths:
-                    mlflow.log_artifact(str(p), folder)
+    with downloaded(f"models:/{mv.name}/{mv.version}", prefix="seqflow-reeval-") as local:
+        ev = get_family(cfg).evaluate(cfg, package_folder(local), shards, local.parent / "out")
+        log_results(mv.run_id, ev.metrics, {**ev.tags, "eval.reevaluated_for": f"{mv.name}/{mv.version}"},
+                    files=ev.artifacts)
     log.info("re-evaluated %s v%s on test set %s", mv.name, mv.version, ev.tags["eval.test_set"])
     return {"run_id": mv.run_id, "metrics": ev.metrics, "tags": ev.tags}

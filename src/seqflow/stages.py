@@ -128,24 +128,20 @@ PACKAGE_ARTIFACT = "package"
 def package(cfg: DictConfig, shards: dict, trained: dict) -> dict:
     """Build the serving package from the best checkpoint (trigger word: threshold calibrated on
     val here) and log it as the run's ``package/`` artifact: the one thing evaluate scores and
-    register ships. Returns ``{"package_uri": "runs:/<id>/package", "metrics": {...}}``."""
+    register ships. Returns ``{"package_uri": "runs:/<id>/package", "metrics", "tags"}``."""
     import tempfile
 
     import mlflow
 
     from seqflow.families import get_family
+    from seqflow.tracking.artifacts import log_results
 
-    fam = get_family(cfg)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="seqflow-package-") as tmp:
         pkg = Path(tmp) / PACKAGE_ARTIFACT
-        packaged = fam.package(cfg, trained["checkpoint"], shards, pkg)
-        with mlflow.start_run(run_id=trained["run_id"]):
-            mlflow.log_artifacts(str(pkg), PACKAGE_ARTIFACT)
-            mlflow.log_metrics(packaged.metrics)
-            mlflow.set_tags(packaged.tags)
-            for name, doc in packaged.documents.items():
-                mlflow.log_dict(doc, name)
+        packaged = get_family(cfg).package(cfg, trained["checkpoint"], shards, pkg)
+        log_results(trained["run_id"], packaged.metrics, packaged.tags, folders={PACKAGE_ARTIFACT: pkg},
+                    documents=packaged.documents)
     return {"package_uri": f"runs:/{trained['run_id']}/{PACKAGE_ARTIFACT}", "metrics": packaged.metrics,
             "tags": packaged.tags}
 
@@ -153,46 +149,34 @@ def package(cfg: DictConfig, shards: dict, trained: dict) -> dict:
 def evaluate(cfg: DictConfig, shards: dict, run_id: str, package_uri: str) -> dict:
     """Score the logged package (the one register ships) on the test split and every evaluation
     set of its kind; log metrics, plots, tables and set hashes on ``run_id``."""
-    import tempfile
-
     import mlflow
 
     from seqflow.families import get_family
+    from seqflow.tracking.artifacts import downloaded, log_results
 
-    fam = get_family(cfg)
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="seqflow-eval-") as tmp:
-        pkg = Path(mlflow.artifacts.download_artifacts(package_uri, dst_path=tmp))
-        ev = fam.evaluate(cfg, pkg, shards, Path(tmp) / "out")
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(ev.metrics)
-            for folder, paths in ev.artifacts.items():
-                for path in paths:
-                    mlflow.log_artifact(str(path), folder)
-            for name, doc in ev.documents.items():
-                mlflow.log_dict(doc, name)
-            mlflow.set_tags(ev.tags)
+    with downloaded(package_uri, prefix="seqflow-eval-") as pkg:
+        ev = get_family(cfg).evaluate(cfg, pkg, shards, pkg.parent / "out")
+        log_results(run_id, ev.metrics, ev.tags, files=ev.artifacts, documents=ev.documents)
     return {"metrics": ev.metrics, "tags": ev.tags}
 
 
 def register(cfg: DictConfig, trained: dict, packaged: dict, evaluated: dict) -> dict:
     """Log the package as a pyfunc model, register it as ``challenger`` and run the ``champion``
     gate (``model.gate``) against the champion on the same test set."""
-    import tempfile
-
     import mlflow
     import numpy as np
 
     from seqflow.families import get_family
+    from seqflow.tracking.artifacts import downloaded
     from seqflow.tracking.registry import register_and_promote
 
-    fam, gate = get_family(cfg), cfg.model.gate
+    gate = cfg.model.gate
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
     example = np.zeros(int(cfg.audio.sample_rate), dtype=np.float32)
-    with tempfile.TemporaryDirectory(prefix="seqflow-register-") as tmp:
-        pkg = Path(mlflow.artifacts.download_artifacts(packaged["package_uri"], dst_path=tmp))
+    with downloaded(packaged["package_uri"], prefix="seqflow-register-") as pkg:
         with mlflow.start_run(run_id=trained["run_id"]):
-            info = fam.log_model(pkg, example)
+            info = get_family(cfg).log_model(pkg, example)
     decision = register_and_promote(info.model_uri, cfg.model.registered_name, trained["run_id"],
                                     metric_key=str(gate.metric), lower_is_better=bool(gate.lower_is_better),
                                     allow_test_set_change=bool(gate.allow_test_set_change),

@@ -114,6 +114,15 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None
     # the summary the user sees
     assert "seqflow pipeline finished" in out and "seqflow-trigger-word-activate" in out
 
+    # re-evaluate the champion on the current test split and sets, logged on its own run
+    ev = run_seqflow(project, "evaluate", "models:/seqflow-trigger-word-activate@champion", *tiny_overrides,
+                     timeout=600)
+    assert ev.returncode == 0, (ev.stdout + ev.stderr)[-3000:]
+    assert "test/frr" in ev.stdout and run.info.run_id in ev.stdout
+    again = client.get_run(run.info.run_id).data
+    assert again.tags["eval.reevaluated_for"] == f"seqflow-trigger-word-activate/{mv.version}"
+    assert again.metrics["test/frr"] == run.data.metrics["test/frr"]  # same package, same test set
+
     # detect through the registered model on a real clip; bad file → exit 2 naming it
     clip = next((project / "data" / "audio" / "test" / "positive").glob("*.flac"))
     det = run_seqflow(project, "detect", str(clip), timeout=300)

@@ -65,6 +65,8 @@ def build_heldout_set(cfg: DictConfig) -> Path | None:
         log.info("heldout_engine: skipped (%s)", e)
         return None
     annotate(path, {i["key"] for i in items if i["confusable"]})
+    log.info("heldout_engine: %d festival renders (%d with the phrase, %d sound-alikes) in %s", len(items),
+             sum(i["key"].startswith("positive-") for i in items), sum(i["confusable"] for i in items), path)
     return path
 
 

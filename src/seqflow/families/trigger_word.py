@@ -48,6 +48,10 @@ def package(cfg: DictConfig, checkpoint: str | Path, shards: dict, out: Path) ->
     curve = det_curve(val, match, int(ev.thresholds))
     cal = calibrate(curve, float(ev.target_fa_per_hour))
     metrics = measure(val, cal.threshold, match, prefix="val")
+    if metrics["val/negative_hours"] * cal.target_fa_per_hour < 1.0:
+        log.warning("val stream holds %.2f h of negative audio: too little to resolve %.3g FA/h (needs >= %.2f h); "
+                    "raise clips.val_clips", metrics["val/negative_hours"], cal.target_fa_per_hour,
+                    1.0 / cal.target_fa_per_hour)
     if not cal.met:
         log.warning("calibration: no threshold reaches %.3g FA/h on val (%.2f h of negative audio); using %.4f "
                     "at %.3g FA/h", cal.target_fa_per_hour, metrics["val/negative_hours"], cal.threshold,
