@@ -32,7 +32,6 @@ GOOD = [
     ("test", "v4", "set an alarm", 1.5),
 ]
 BAD = [  # (split, file name, raw text, seconds, reason)
-    ("train", "unicode", "日本 😀", 1.0, "unnormalisable_text"),
     ("train", "short", "this sentence is far too long for so short a clip", 0.25, "too_short_for_ctc"),
     ("val", "oov", "quiet zone", 1.5, "oov_characters"),
     ("test", "gone", "open the window", 1.5, "missing"),
@@ -47,7 +46,10 @@ def _tone(rng, seconds, sr=SR, channels=1):
 
 
 def make_asr_corpus(root, good=GOOD, bad=BAD):
-    """Real FLAC/WAV files + manifest.valid.jsonl; the 2nd train file is 22.05 kHz stereo WAV."""
+    """Real FLAC/WAV files + manifest.valid.jsonl as validate writes it (normalised text, the raw
+    one in ``raw_text``); the 2nd train file is 22.05 kHz stereo WAV."""
+    from seqflow.text.normalize import normalize_text
+
     rng = np.random.default_rng(0)
     rows = []
     for i, (split, spk, text, sec) in enumerate(good):
@@ -56,12 +58,12 @@ def make_asr_corpus(root, good=GOOD, bad=BAD):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         sr = 22050 if stereo else SR
         sf.write(root / rel, _tone(rng, sec, sr, 2 if stereo else 1), sr, subtype="PCM_16")
-        rows.append(Utterance(rel, sec, text, spk, split, "utterance"))
+        rows.append(Utterance(rel, sec, normalize_text(text), spk, split, "utterance", {"raw_text": text}))
     for split, name, text, sec, reason in bad:
         rel = f"audio/{split}/utterance/{name}.flac"
         if reason != "missing":
             sf.write(root / rel, _tone(rng, sec), SR, subtype="PCM_16")
-        rows.append(Utterance(rel, sec, text, "vx", split, "utterance"))
+        rows.append(Utterance(rel, sec, normalize_text(text), "vx", split, "utterance", {"raw_text": text}))
     rows.append(Utterance("audio/train/positive/p.flac", 1.0, "activate", "v1", "train", "positive"))  # ignored
     write_manifest(root / VALID_MANIFEST_NAME, sorted(rows, key=lambda u: u.audio_filepath))
     return rows
@@ -101,6 +103,7 @@ def test_utterance_shards_hold_normalized_text_resampled_audio_and_the_tokenizer
             assert meta["sample_rate"] == SR and meta["duration"] == pytest.approx(len(wav) / SR)
             assert meta["split"] == split and meta["source"] == "synthetic" and meta["speaker"].startswith("v")
             assert tok.decode(tok.encode(meta["text"])) == meta["text"]
+            assert meta["tokens"] == tok.encode(meta["text"])  # tokenised once, at shard time
             by_text[meta["text"]] = (meta, wav)
     meta, wav = by_text["set a timer for ten minutes"]  # 22.05 kHz stereo WAV: resampled, down-mixed
     assert meta["raw_text"] == "Set a timer for 10 minutes" and abs(len(wav) - 3 * SR) <= 1
@@ -114,14 +117,14 @@ def test_bad_utterances_are_quarantined_in_the_shard_set_not_in_data(tmp_path, c
         s = shard_dataset(cfg, corpus, "md5a", progress=False)
     rows = read_jsonl(f"{s.root}/quarantine.jsonl")
     assert {(r["audio_filepath"].split("/")[-1], r["reason"]) for r in rows} == {
-        ("unicode.flac", "unnormalisable_text"), ("short.flac", "too_short_for_ctc"),
+        ("short.flac", "too_short_for_ctc"),
         ("oov.flac", "oov_characters"), ("gone.flac", "missing")}
     for r in rows:
         assert r["stage"] == "shard" and r["detail"] and set(r) >= {"audio_filepath", "reason", "detail", "stage"}
     assert "'q'" in next(r["detail"] for r in rows if r["reason"] == "oov_characters")
     assert "CTC frames" in next(r["detail"] for r in rows if r["reason"] == "too_short_for_ctc")
     assert not (corpus / "quarantine.jsonl").exists()
-    assert "shard train: 6 utterances, 2 quarantined" in caplog.text
+    assert "shard train: 6 utterances, 1 quarantined" in caplog.text
     keys = {k for p in s.index_paths.values() for k, _, _ in iter_samples(p)}
     assert not any(name in k for k in keys for name in ("unicode", "short", "oov", "gone"))
 
@@ -167,7 +170,7 @@ def test_reuse_keeps_tars_quarantine_and_tokenizer_and_rebuilds_a_lost_tokenizer
     repaired = shard_dataset(cfg, corpus, "md5a", progress=False)
     assert repaired == first and (root / "tokenizer" / "tokenizer.json").read_bytes() == tok_json
     assert verify_index(root / "test" / "index.json") == []
-    assert len(read_jsonl(root / "quarantine.jsonl")) == 4  # reused splits keep their rows, test rewrote its own
+    assert len(read_jsonl(root / "quarantine.jsonl")) == 3  # reused splits keep their rows, test rewrote its own
 
 
 def test_config_hash_separates_families_and_tracks_tokenizer_settings(tmp_path):

@@ -127,7 +127,9 @@ def collate(samples: list[dict], tokenizer=None) -> dict:
         batch["positive_ends"] = [[float(g["end"]) for g in s["meta"].get("segments", ())
                                    if g.get("kind") == "positive"] for s in samples]
     if tokenizer is not None:
-        ids = [tokenizer.encode(t) for t in batch["texts"]]
+        # token ids were computed once at shard time; older shards without them are encoded here
+        ids = [s["meta"]["tokens"] if "tokens" in s["meta"] else tokenizer.encode(t)
+               for s, t in zip(samples, batch["texts"])]
         tokens = torch.full((len(ids), max(1, max(len(x) for x in ids))), tokenizer.blank_id, dtype=torch.int64)
         for i, x in enumerate(ids):
             tokens[i, :len(x)] = torch.tensor(x, dtype=torch.int64)

@@ -4,12 +4,12 @@ and the shard-stage quarantine.
 :class:`UtteranceSource` reads ``<data root>/manifest.valid.jsonl`` (rows of kind ``utterance``),
 sorted by ``audio_filepath`` within each split, and for every row
 
-1. normalises the transcript again (:func:`~seqflow.text.normalize.normalize_text`; validate
-   may have done it already, this is idempotent) → quarantine ``unnormalisable_text`` / ``empty_text``;
+1. takes the transcript as validate normalised it (validate is the one owner of normalisation:
+   ``manifest.valid.jsonl`` holds the normalised text, the raw one in ``raw_text``);
 2. trains the tokenizer once on the normalised **train** transcripts (``model.tokenizer.kind``:
    ``char`` | ``unigram`` | ``bpe``, ``model.tokenizer.vocab_size``) and saves it to
    ``<shard set>/tokenizer/`` (reloaded when already there);
-3. encodes the transcript; a token that is ``<unk>`` (characters the train transcripts never had,
+3. encodes the transcript once (the ids are stored with the sample as ``tokens``); a token that is ``<unk>`` (characters the train transcripts never had,
    possible in val/test) → quarantine ``oov_characters``;
 4. decodes the audio with :func:`~seqflow.audio.io.read_audio` at ``audio.sample_rate`` (resampled,
    down-mixed) → quarantine with the decoder's reason (``missing``, ``unreadable``, ...);
@@ -23,7 +23,7 @@ A split left with no utterance is a :class:`~seqflow.errors.ShardError` naming t
 
 Sample dicts for :func:`seqflow.shards.writer.write_shards`: ``{"__key__": "<split>-<i>-<stem>",
 "audio" float32 (S,), "sample_rate", "txt": normalised text, "json": {"duration", "sample_rate",
-"speaker", "source" (the data source, ``data.source``), "raw_text", "split"}}``.
+"speaker", "source" (the data source, ``data.source``), "raw_text", "split", "tokens"}}``.
 """
 
 from __future__ import annotations
@@ -40,12 +40,11 @@ from seqflow.data.manifest import QUARANTINE_NAME, Utterance, read_jsonl, read_m
 from seqflow.errors import AudioDecodeError, SeqflowError, ShardError
 from seqflow.models.ctc import ctc_feasible, ctc_output_frames, min_frames_for_ctc
 from seqflow.shards.clips import SPLITS, VALID_MANIFEST_NAME
-from seqflow.text.normalize import TextNormalizationError, normalize_text
 from seqflow.text.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-UTTERANCE_LAYOUT_VERSION = 1  # bump when the utterance sample layout or the shard-stage checks change
+UTTERANCE_LAYOUT_VERSION = 2  # bump when the utterance sample layout or the shard-stage checks change
 TOKENIZER_DIR = "tokenizer"
 STAGE = "shard"
 
@@ -161,10 +160,8 @@ class UtteranceSource:
                 by_split[u.split].append(u)
         for split, utts in by_split.items():
             for i, u in enumerate(sorted(utts, key=lambda u: u.audio_filepath)):
-                try:
-                    normalized[split].append((u, sample_key(split, i, u.audio_filepath), normalize_text(u.text)))
-                except TextNormalizationError as exc:
-                    self._quarantine(split, u.audio_filepath, exc.reason, str(exc)[:200])
+                # validate owns normalisation (manifest.valid.jsonl holds the normalised text)
+                normalized[split].append((u, sample_key(split, i, u.audio_filepath), u.text))
         tok = self.tokenizer([t for _, _, t in normalized["train"]])
         self._items = {s: [] for s in SPLITS}
         for split, rows in normalized.items():
@@ -223,7 +220,7 @@ class UtteranceSource:
             good += 1
             meta = {"duration": len(wav) / sr, "sample_rate": sr, "speaker": it.utt.speaker or "",
                     "source": self.source_name, "raw_text": str(it.utt.extra.get("raw_text", it.utt.text)),
-                    "split": split}
+                    "split": split, "tokens": list(it.ids)}  # tokenised once, here
             yield {"__key__": it.key, "audio": wav, "sample_rate": sr, "txt": it.text, "json": meta}
         why = Counter(r["reason"] for r in self.rows[split])
         log.info("shard %s: %d utterances, %d quarantined (%s)", split, good, sum(why.values()),
