@@ -105,7 +105,7 @@ def test_chunked_embeddings_equal_whole(fe, one_thread) -> None:
     whole, frames = fe(x)
     total = int(fe.num_steps(frames[0]))
     for k0, k1 in [(0, 1), (0, 7), (3, 11), (total - 5, total), (0, total)]:
-        assert torch.equal(fe.embed_steps(x, k0, k1), whole[:, k0:k1]), (k0, k1)
+        torch.testing.assert_close(fe.embed_steps(x, k0, k1), whole[:, k0:k1], atol=1e-4, rtol=1e-5)
 
 
 def test_front_end_is_frozen_and_not_in_checkpoints(fe) -> None:
@@ -120,6 +120,27 @@ def test_front_end_is_frozen_and_not_in_checkpoints(fe) -> None:
     ort = OnnxSpeechEmbedding()
     ort(x.numpy())
     assert pickle.loads(pickle.dumps(ort))._sessions is None  # sessions are never pickled
+
+
+def test_training_cache_is_exact_and_bounded(fe, one_thread) -> None:
+    from seqflow.lit.trigger_word_embedding import CachedFrontEnd
+
+    x = torch.from_numpy(np.stack([_speechlike(1.5, i) for i in range(4)]))
+    lengths = torch.tensor([24000, 24000, 20000, 24000])
+    ref, ref_frames = fe(x, lengths)
+    cached = CachedFrontEnd(fe, max_bytes=3 * 10 * 96 * 4)  # room for three clips of 10 steps
+    for _ in range(2):
+        emb, frames = cached(x, lengths)
+        torch.testing.assert_close(emb, ref, atol=1e-4, rtol=1e-5)
+        assert torch.equal(frames, ref_frames)
+    assert (cached.hits, cached.misses, cached.nbytes) == (3, 5, 3 * 10 * 96 * 4)
+    x2 = x.clone()
+    x2[0, 100] += 0.5  # changed audio: recomputed, never served from the cache
+    torch.testing.assert_close(cached(x2)[0][0], fe(x2)[0][0], atol=1e-4, rtol=1e-5)
+    assert pickle.loads(pickle.dumps(cached))._cache == {}
+    assert (cached.sample_rate, cached.hop_length, cached.num_steps(151)) == (SR, 160, 10)
+    module = EmbeddingTriggerWordModule(EmbeddingTriggerNet(gru_hidden=8, gru_layers=1), {"cache_mb": 1})
+    assert isinstance(module.logmel, CachedFrontEnd) and isinstance(module.front_end, SpeechEmbeddingFrontEnd)
 
 
 def test_onnx_files_are_checked(tmp_path) -> None:
@@ -222,7 +243,7 @@ def trained():
         train, val = _batches(bank, 320, 16, rng), _batches(bank, 32, 16, rng)
         torch.manual_seed(0)
         net = EmbeddingTriggerNet(gru_hidden=64, gru_layers=2, dropout=0.1)
-        module = EmbeddingTriggerWordModule(net, {"input_scale": 1.0, "floor_db": -80.0}, lr=3e-3,
+        module = EmbeddingTriggerWordModule(net, {"input_scale": 1.0, "floor_db": -80.0, "cache_mb": 64}, lr=3e-3,
                                             label_seconds=LABEL_S)
         trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                              enable_progress_bar=False, enable_model_summary=False, max_epochs=4)
@@ -258,7 +279,7 @@ def test_pyfunc_package_equals_training_scores(trained, tmp_path, one_thread) ->
     model_cfg = {"name": "trigger_word_embedding", "family": "seqflow.families.trigger_word_embedding",
                  "embedding": {"input_scale": 1.0, "floor_db": -80.0},
                  "net": {"gru_hidden": 64, "gru_layers": 2, "dropout": 0.1}}
-    pkg = save_embedding_detector(tmp_path / "package", module.net, model_cfg, module.logmel, threshold=0.5,
+    pkg = save_embedding_detector(tmp_path / "package", module.net, model_cfg, module.front_end, threshold=0.5,
                                   refractory_s=1.0)
     assert sorted(p.name for p in (pkg / "speech_embedding").iterdir()) == sorted(ONNX_FILES)
     meta = json.loads((pkg / "detector.json").read_text())

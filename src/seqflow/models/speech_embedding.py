@@ -235,7 +235,10 @@ class SpeechEmbeddingFrontEnd(nn.Module, StepGeometry):
         input_scale: the waveform (float, [-1, 1]) is multiplied by this before the mel graph:
             1.0 as livekit-wakeword does, 32768.0 as openWakeWord does (int16 sample values).
         floor_db: fixed floor of the mel dB values (at the scaled input), in place of the graph's
-            ``max - 80`` (see the module doc).
+            ``max - 80`` (see the module doc). At ``input_scale=1``, loud speech peaks near +15 dB
+            (so the graph's floor sits near -65 dB), 1-LSB 16-bit noise averages about -85 dB and
+            digital silence is -100 dB (the graph's ``1e-10`` clamp); the default -80 bounds
+            silence without touching any audible level.
 
     Forward returns ``(embeddings (B, T', 96), frame_lengths (B,))`` — mel frames per clip
     ``1 + lengths // 160`` (so ``num_steps(frame_lengths)`` are the valid steps), the same
@@ -296,14 +299,17 @@ class SpeechEmbeddingFrontEnd(nn.Module, StepGeometry):
         fully convolutionally over time (equal to sliding 76-frame windows every 8 frames)."""
         if mel.shape[1] < WINDOW_FRAMES:
             return mel.new_zeros(mel.shape[0], 0, EMBEDDING_DIM)
-        x = mel.unsqueeze(1)  # (B, 1, T, 32): time = height, mel = width (the graph's NCHW)
+        # (B, 1, T, 32): time = height, mel = width (the graph's NCHW); channels-last runs the
+        # convolutions about twice as fast on CPU (oneDNN) and is as good on CUDA.
+        x = mel.unsqueeze(1).contiguous(memory_format=torch.channels_last)
         i = 0
         for ch, kernel in _EMBEDDING_LAYERS:
             if ch == "pool":
                 x = F.max_pool2d(x, kernel, kernel)
                 continue
             w, b = getattr(self, f"conv{i}_w"), getattr(self, f"conv{i}_b")
-            x = F.conv2d(x, w, b, padding=(0, 1) if kernel[1] == 3 else (0, 0))
+            x = F.conv2d(x, w.contiguous(memory_format=torch.channels_last), b,
+                         padding=(0, 1) if kernel[1] == 3 else (0, 0))
             if b is not None:
                 x = F.leaky_relu(x, LEAKY_SLOPE).clamp(min=ACTIVATION_FLOOR)
             i += 1
