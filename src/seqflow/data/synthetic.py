@@ -1,4 +1,5 @@
-"""The ``synthetic`` data source: a trigger-word and sentence corpus rendered offline with espeak-ng.
+"""The ``synthetic`` data source: a trigger-word and sentence corpus rendered offline with espeak-ng
+and, for train and val, the neural Piper engine (:mod:`seqflow.data.piper_tts`).
 
 Output under ``cfg.data.root`` (see ``conf/data/synthetic.yaml`` for every key)::
 
@@ -6,13 +7,22 @@ Output under ``cfg.data.root`` (see ``conf/data/synthetic.yaml`` for every key):
     audio/<split>/negative/<split>-negative-000000.flac     confusables, user words, common words
     audio/<split>/background/<split>-background-pink-000000.flac   generated noise (16 kHz FLAC)
     audio/<split>/utterance/<split>-utterance-000000.flac     sentences for speech recognition
+    audio/<split>/<kind>/<split>-<kind>-piper-joe-000000.flac  Piper renders (train/val; kind positive,
+                                                             negative or utterance; speaker piper:joe)
     background/user/0000-<name>                              byte copies of files in data.background_dirs
     manifest.jsonl                                           every file (seqflow.data.manifest.Utterance)
     corpus.json                                              summary + fingerprint of config and seed
 
 Voices (accent+variant, e.g. ``en-us+f3``) are split disjointly: test voices are never heard in
 training. The sentence corpus (``data.num_sentences``, see :mod:`seqflow.data.synthetic_sentences`)
-is split by sentence as well: each sentence is spoken once, by a voice of its own split. The build
+is split by sentence as well: each sentence is spoken once, by a voice of its own split.
+
+``data.tts_engines`` lists the engines (``espeak`` always; ``piper`` adds ``data.piper.*``): each
+Piper voice says the trigger word, the negatives (sound-alikes included) and sentences of its own
+(distinct from every espeak sentence), at random length scale, noise scale and noise width; its
+renders are split between train and val by ``data.piper.split``, so the test split stays espeak's
+held-out voices. Piper renders in a fixed order from one freshly seeded session per voice, split
+and kind, which keeps them byte-reproducible. The build
 is a function of the config and the seed: two builds give byte-identical files, and a rebuild
 with the same fingerprint is skipped ("corpus up to date").
 
@@ -29,6 +39,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +52,23 @@ from seqflow.audio.resample import resample
 from seqflow.data.background import BACKGROUND_KINDS, generate_background
 from seqflow.data.confusables import confusable_words, load_lexicon, normalise_text, sounds_like_trigger
 from seqflow.data.manifest import MANIFEST_NAME, Utterance, read_manifest, write_manifest
-from seqflow.data.synthetic_sentences import (SENTENCE_KEYS, check_sentence_config, contains_words, plan_digest,
-                                              plan_sentences, sentence_summary)
+from seqflow.data.piper_tts import PiperTTS, check_piper_config, piper_version, speaker_name
+from seqflow.data.synthetic_sentences import (MAX_SENTENCES, SENTENCE_KEYS, check_sentence_config, contains_words,
+                                              extra_sentences, plan_digest, plan_sentences, sentence_summary)
 from seqflow.data.tts import EspeakTTS
 from seqflow.errors import ConfigError, SeqflowError
 
 log = logging.getLogger(__name__)
 
 CORPUS_NAME = "corpus.json"
-FORMAT_VERSION = 2  # bump when the generator changes what it writes: forces a rebuild
+FORMAT_VERSION = 3  # bump when the generator changes what it writes: forces a rebuild
 SPLITS = ("train", "val", "test")
 KINDS = ("positive", "negative", "background", "utterance")
 RENDER_PEAK = 0.7  # TTS renders are peak-normalised to this level
 BUILD_KEYS = ("trigger_word", "negatives", "num_negatives", "num_confusables", "accents", "variants",
               "num_voices", "voice_split", "rates_wpm", "pitches", "renders_per_voice",
               "negatives_per_voice", "background_kinds", "background_seconds", "backgrounds_per_kind",
-              "background_dirs") + SENTENCE_KEYS
+              "background_dirs", "tts_engines", "piper") + SENTENCE_KEYS
 
 
 def _seed(*parts) -> np.random.Generator:
@@ -84,7 +96,8 @@ def validate_config(cfg_data: DictConfig, sample_rate: int, tts: EspeakTTS) -> d
 
     Raises:
         ConfigError: empty trigger word, no negatives, unknown accent/variant/background kind,
-            bad ranges or split fractions, missing background folder.
+            bad ranges or split fractions, missing background folder, unknown TTS engine or a
+            Piper engine/voice that is not installed (naming the ``pip install``).
     """
     raw = OmegaConf.to_container(cfg_data, resolve=True) if isinstance(cfg_data, DictConfig) else dict(cfg_data)
     missing = [k for k in BUILD_KEYS if k not in raw]
@@ -149,6 +162,7 @@ def validate_config(cfg_data: DictConfig, sample_rate: int, tts: EspeakTTS) -> d
             raise ConfigError(f"data.background_dirs entry {d} is not a folder")
     spec["background_dirs"] = dirs
     check_sentence_config(spec)
+    check_piper_config(spec, MAX_SENTENCES)
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ConfigError(f"audio.sample_rate must be a positive integer, got {sample_rate!r}")
     return spec
@@ -187,6 +201,66 @@ def choose_negatives(spec: dict, seed: int, tts: EspeakTTS) -> list[dict]:
             + [{"text": w, "source": "common"} for w in common])
 
 
+@dataclass(frozen=True)
+class PiperJob:
+    """One Piper render: ``index`` numbers it within its split, kind and voice (file name)."""
+
+    split: str
+    kind: str  # positive | negative | utterance
+    index: int
+    text: str  # manifest text (the raw sentence for utterances)
+    spoken: str  # what Piper reads
+    voice: str  # key of seqflow.data.piper_tts.PIPER_VOICES
+    length_scale: float
+    noise_scale: float
+    noise_width: float
+
+    @property
+    def key(self) -> str:
+        """Sample key, e.g. ``train-positive-piper-joe-000042``."""
+        return f"{self.split}-{self.kind}-piper-{self.voice}-{self.index:06d}"
+
+    @property
+    def rel(self) -> str:
+        """Audio path relative to the corpus root."""
+        return f"audio/{self.split}/{self.kind}/{self.key}.flac"
+
+
+def plan_piper(spec: dict, negatives: list[str], sentences: list[tuple[str, str]], seed: int) -> list[PiperJob]:
+    """What each Piper voice says, with which parameters; deterministic for ``spec`` and ``seed``.
+
+    Per voice: ``piper.positives`` trigger words, ``piper.negatives`` negatives (every word of
+    ``negatives`` in turn, in a random order per round), and its own ``piper.sentences`` of
+    ``sentences`` (``(raw, normalised)`` pairs); each kind split train/val by ``piper.split``.
+
+    Returns:
+        jobs in render order (split, voice, kind, index); empty when Piper is not enabled.
+    """
+    p = spec["piper"]
+    if not p:
+        return []
+    jobs: list[PiperJob] = []
+    for vi, voice in enumerate(p["voices"]):
+        rng = _seed(seed, "piper", voice, "negatives")
+        order: list[int] = []
+        while negatives and len(order) < p["negatives"]:
+            order += [int(i) for i in rng.permutation(len(negatives))]
+        trig = spec["trigger_word"]
+        texts = {"positive": [(trig, trig)] * p["positives"],
+                 "negative": [(negatives[i], negatives[i]) for i in order[: p["negatives"]]],
+                 "utterance": sentences[vi * p["sentences"]: (vi + 1) * p["sentences"]]}
+        for kind, items in texts.items():
+            rng = _seed(seed, "piper", voice, kind)
+            n_train = len(items) - int(round(len(items) * p["split"]["val"]))
+            for k, (text, spoken) in enumerate(items):
+                ls, ns, nw = (round(float(rng.uniform(*p[key])), 3)
+                              for key in ("length_scales", "noise_scales", "noise_widths"))
+                split, index = ("train", k) if k < n_train else ("val", k - n_train)
+                jobs.append(PiperJob(split, kind, index, text, spoken, voice, ls, ns, nw))
+    return sorted(jobs, key=lambda j: (SPLITS.index(j.split), p["voices"].index(j.voice), KINDS.index(j.kind),
+                                       j.index))
+
+
 def _user_backgrounds(dirs: list[str]) -> list[tuple[Path, str]]:
     out = []
     for d in dirs:
@@ -209,19 +283,32 @@ def _fingerprint(spec: dict, sample_rate: int, seed: int, user_bg: list[tuple[Pa
                  sentences: str) -> str:
     lex = hashlib.sha256("\n".join(load_lexicon()).encode()).hexdigest()
     files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p, _ in user_bg]
+    piper = [piper_version(v) for v in spec["piper"]["voices"]] if spec["piper"] else None
     blob = json.dumps({"format": FORMAT_VERSION, "spec": spec, "sample_rate": sample_rate, "seed": seed,
-                       "espeak": tts.version, "lexicon": lex, "user_backgrounds": files,
+                       "espeak": tts.version, "piper": piper, "lexicon": lex, "user_backgrounds": files,
                        "sentences": sentences}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _render_speech(tts: EspeakTTS, text: str, voice: str, rate: int, pitch: int, sample_rate: int) -> np.ndarray:
-    """Render ``text``, resample to ``sample_rate`` and peak-normalise to :data:`RENDER_PEAK`: ``(S,)`` float32."""
-    wav, tts_sr = tts.render(text, voice=voice, rate_wpm=rate, pitch=pitch)
+def _finish(wav: np.ndarray, tts_sr: int, sample_rate: int, what: str) -> np.ndarray:
+    """Resample a render to ``sample_rate`` and peak-normalise it to :data:`RENDER_PEAK`: ``(S,)`` float32."""
     if wav.size == 0:
-        raise SeqflowError(f"espeak-ng rendered no audio for {text!r} in voice {voice}")
+        raise SeqflowError(f"{what} rendered no audio")
     wav = resample(wav, tts_sr, sample_rate)
     return wav * np.float32(RENDER_PEAK / max(float(np.abs(wav).max()), 1e-6))
+
+
+def _render_speech(tts: EspeakTTS, text: str, voice: str, rate: int, pitch: int, sample_rate: int) -> np.ndarray:
+    """Render ``text`` with espeak-ng, resample to ``sample_rate``, peak-normalise: ``(S,)`` float32."""
+    wav, tts_sr = tts.render(text, voice=voice, rate_wpm=rate, pitch=pitch)
+    return _finish(wav, tts_sr, sample_rate, f"espeak-ng ({text!r} in voice {voice})")
+
+
+def _render_piper(engines: dict[str, PiperTTS], job: PiperJob, sample_rate: int) -> np.ndarray:
+    """Render a :class:`PiperJob` (the voice loaded once into ``engines``): ``(S,)`` float32 at ``sample_rate``."""
+    wav, tts_sr = engines[job.voice].render(job.spoken, length_scale=job.length_scale, noise_scale=job.noise_scale,
+                                            noise_width=job.noise_width)
+    return _finish(wav, tts_sr, sample_rate, f"Piper ({job.spoken!r} in voice {job.voice})")
 
 
 def _up_to_date(root: Path, fingerprint: str) -> bool:
@@ -260,7 +347,7 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
 
     Raises:
         ConfigError: invalid configuration (checked before anything is written).
-        SeqflowError: espeak-ng produced no audio for a text.
+        SeqflowError: espeak-ng or Piper produced no audio for a text.
     """
     tts = EspeakTTS()
     spec = validate_config(cfg_data, sample_rate, tts)
@@ -268,7 +355,10 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
     user_bg = _user_backgrounds(spec["background_dirs"])
     voices = split_voices(spec, seed)
     sentence_jobs = plan_sentences(spec, voices, seed)
-    fingerprint = _fingerprint(spec, sample_rate, seed, user_bg, tts, plan_digest(sentence_jobs))
+    piper_sentences = extra_sentences(spec, spec["piper"]["sentences"] * len(spec["piper"]["voices"]), seed) \
+        if spec["piper"] else []
+    digest = plan_digest(sentence_jobs) + hashlib.sha256(json.dumps(piper_sentences).encode()).hexdigest()
+    fingerprint = _fingerprint(spec, sample_rate, seed, user_bg, tts, digest)
     manifest_path = root / MANIFEST_NAME
     if _up_to_date(root, fingerprint):
         log.info("corpus up to date: %s (fingerprint %s)", root, fingerprint[:12])
@@ -277,9 +367,10 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
     negatives = choose_negatives(spec, seed, tts)
     neg_texts = [n["text"] for n in negatives]
     confusable = {n["text"] for n in negatives if n["source"] == "confusable"}
-    log.info("building synthetic corpus in %s: trigger %r, %d negatives (%d confusable), %d sentences, voices %s",
-             root, spec["trigger_word"], len(negatives), len(confusable), len(sentence_jobs),
-             {s: len(v) for s, v in voices.items()})
+    piper_jobs = plan_piper(spec, neg_texts, piper_sentences, seed)
+    log.info("building synthetic corpus in %s: trigger %r, %d negatives (%d confusable), %d sentences, voices %s, "
+             "%d Piper renders", root, spec["trigger_word"], len(negatives), len(confusable), len(sentence_jobs),
+             {s: len(v) for s, v in voices.items()}, len(piper_jobs))
 
     (root / CORPUS_NAME).unlink(missing_ok=True)  # the summary marks a complete build: write it last
     for sub in (root / "audio", root / "background" / "user"):
@@ -287,7 +378,8 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
 
     per_voice = spec["renders_per_voice"] + spec["negatives_per_voice"]
     n_bg = sum(spec["backgrounds_per_kind"][s] for s in SPLITS) * len(spec["background_kinds"])
-    total = sum(len(v) for v in voices.values()) * per_voice + n_bg + len(sentence_jobs)
+    total = sum(len(v) for v in voices.values()) * per_voice + n_bg + len(sentence_jobs) + len(piper_jobs)
+    piper: dict[str, PiperTTS] = {}
     rows: list[Utterance] = []
     bar = tqdm(total=total, desc="prepare: rendering", unit="file", disable=not progress)
     lo_r, hi_r = spec["rates_wpm"]
@@ -326,6 +418,26 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
             rows.append(Utterance(job.rel, round(len(wav) / sample_rate, 6), job.text, job.voice, split,
                                   "utterance", extra))
             bar.update()
+        group = None
+        for job in (j for j in piper_jobs if j.split == split):  # one fresh seeded session per voice and kind
+            if (job.voice, job.kind) != group:
+                group = (job.voice, job.kind)
+                s = zlib.crc32(f"{seed}:piper:{job.voice}:{split}:{job.kind}".encode()) & 0x7FFFFFFF
+                if job.voice in piper:
+                    piper[job.voice].reset(seed=s)
+                else:
+                    piper[job.voice] = PiperTTS(job.voice, seed=s)
+            wav = _render_piper(piper, job, sample_rate)
+            write_audio_atomic(root / job.rel, wav, sample_rate)
+            extra = {"engine": "piper", "length_scale": job.length_scale, "noise_scale": job.noise_scale,
+                     "noise_width": job.noise_width}
+            if job.kind == "negative":
+                extra["confusable"] = job.text in confusable
+            if job.kind == "utterance":
+                extra.update(normalized=job.spoken, contains_trigger=contains_words(job.spoken, spec["trigger_word"]))
+            rows.append(Utterance(job.rel, round(len(wav) / sample_rate, 6), job.text, speaker_name(job.voice),
+                                  split, job.kind, extra))
+            bar.update()
         for noise in spec["background_kinds"]:
             for i in range(spec["backgrounds_per_kind"][split]):
                 rng = _seed(seed, "background", split, noise, i)
@@ -356,12 +468,18 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
     seconds = {s: {k: round(sum(u.duration for u in rows if u.split == s and u.kind == k), 3) for k in KINDS}
                for s in SPLITS}
     durations = {Path(u.audio_filepath).stem: u.duration for u in rows if u.kind == "utterance"}
+    piper_utts = [j for j in piper_jobs if j.kind == "utterance"]
+    piper_voices = (spec["piper"] or {}).get("voices", [])
+    engines = [f"espeak-ng {tts.version}"] + [f"piper {v}: {piper_version(v)}" for v in piper_voices]
     summary = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "source": "synthetic",
                "trigger_word": spec["trigger_word"], "negatives": negatives,
                "confusables": [n["text"] for n in negatives if n["source"] == "confusable"],
                "voices": voices, "counts": counts, "seconds": seconds, "sample_rate": sample_rate,
-               "sentences": sentence_summary(sentence_jobs, durations), "seed": seed,
-               "tts": f"espeak-ng {tts.version}", "config": spec}
+               "sentences": sentence_summary(sentence_jobs + piper_utts, durations), "seed": seed,
+               "piper": {s: {k: sum(1 for j in piper_jobs if j.split == s and j.kind == k)
+                             for k in ("positive", "negative", "utterance")} for s in ("train", "val")},
+               "piper_voices": [speaker_name(v) for v in piper_voices],
+               "tts": "; ".join(engines), "config": spec}
     write_bytes_atomic(root / CORPUS_NAME, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     log.info("synthetic corpus: %s; sentences %s", {s: counts[s] for s in SPLITS},
              {s: (v["count"], v["hours"]) for s, v in summary["sentences"].items()})

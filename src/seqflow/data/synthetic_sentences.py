@@ -126,6 +126,20 @@ def plan_sentences(spec: dict, voices: dict[str, list[str]], seed: int) -> list[
     return jobs
 
 
+def extra_sentences(spec: dict, count: int, seed: int) -> list[tuple[str, str]]:
+    """``count`` more sentences ``(raw, normalised)`` for a second engine (Piper): the ones
+    :func:`generate_sentences` makes after the first ``data.num_sentences`` for ``seed``, so they
+    are distinct from every sentence of :func:`plan_sentences` (test sentences included).
+
+    Raises:
+        ConfigError: ``num_sentences + count`` exceeds what the templates can make.
+    """
+    if count <= 0:
+        return []
+    texts = generate_sentences(spec["num_sentences"] + count, seed)[spec["num_sentences"]:]
+    return [(t, normalize_text(t)) for t in texts]
+
+
 def plan_digest(jobs: list[SentenceJob]) -> str:
     """sha256 of the whole plan (texts, voices, rates, pitches): part of the corpus fingerprint, so a
     change in the sentence generator or the normaliser triggers a rebuild."""
