@@ -11,6 +11,7 @@ import pytest
 # Small enough for a 2-core CI box, large enough that every stage does real work.
 TINY_OVERRIDES = [
     "data.num_voices=8",
+    "data.tts_engines=[espeak]",  # Piper has its own tests; the tiny flow stays fast
     "data.voice_split={train: 0.5, val: 0.25, test: 0.25}",
     "data.renders_per_voice=3",
     "data.negatives_per_voice=6",

@@ -23,6 +23,7 @@ from seqflow.text.normalize import normalize_text
 
 SR = 16000
 TINY = [
+    "data.tts_engines=[espeak]",  # these tests count espeak voices and files; Piper: test_data_piper.py
     "data.num_voices=3", "data.accents=[en-us,en-gb]", "data.variants=[m1,f2]",
     "data.renders_per_voice=2", "data.negatives_per_voice=3", "data.num_negatives=6",
     "data.num_confusables=2", "data.background_kinds=[white,babble]", "data.background_seconds=1.0",
