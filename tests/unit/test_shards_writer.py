@@ -109,7 +109,37 @@ def test_verify_index_reports_corrupt_and_missing_shards(tmp_path):
 def _cfg(tmp_path, *extra):
     return load_config([f"shards.root={tmp_path}/shards", f"data.root={tmp_path}/data", "clips.duration=2.0",
                         "clips.train_clips=8", "clips.val_clips=4", "clips.test_clips=4", "shards.min_shards=2",
-                        "ray.num_workers=2", "trainer.num_workers=1", *extra])
+                        "ray.num_workers=2", "trainer.num_workers=1", f"augment.cache_dir={tmp_path}/cache/rirs",
+                        "augment.rir_bank_size=8", *extra])
+
+
+def test_config_hash_tracks_augmentation_and_noise_files_but_not_the_cache_folder(tmp_path):
+    from omegaconf import open_dict
+
+    base = shard_config_hash(_cfg(tmp_path))
+    assert shard_config_hash(_cfg(tmp_path, f"augment.cache_dir={tmp_path}/elsewhere")) == base
+    assert shard_config_hash(_cfg(tmp_path, "augment.train.clip.reverb.p=0.2")) != base
+    assert shard_config_hash(_cfg(tmp_path, "augment.eval.clip.gain.dbfs=[-30,-25]")) != base
+    assert shard_config_hash(_cfg(tmp_path, "augment.rooms.rt60=[0.3,0.6]")) != base
+    assert shard_config_hash(_cfg(tmp_path, "augment.rir_bank_size=9")) != base
+    off = shard_config_hash(_cfg(tmp_path, "augment.enabled=false"))
+    assert off != base and off == shard_config_hash(_cfg(tmp_path, "augment.enabled=false", "augment.rir_bank_size=9"))
+    plain = _cfg(tmp_path)
+    with open_dict(plain):
+        del plain["augment"]
+    assert shard_config_hash(plain) == off  # augmentation off: the hash of shards made before it existed
+    noise = tmp_path / "noise"
+    (noise / "sub").mkdir(parents=True)
+    with_noise = _cfg(tmp_path, f"augment.noise_dirs=[{noise}]")
+    assert shard_config_hash(with_noise) == base  # an empty folder adds no file
+    (noise / "sub" / "hum.wav").write_bytes(b"x" * 100)
+    (noise / "notes.txt").write_text("not audio")
+    one = shard_config_hash(with_noise)
+    assert one != base
+    (noise / "sub" / "hum.wav").write_bytes(b"x" * 200)
+    assert shard_config_hash(with_noise) not in (base, one)
+    with pytest.raises(ShardError, match="is not a folder"):
+        shard_config_hash(_cfg(tmp_path, f"augment.noise_dirs=[{tmp_path}/missing]"))
 
 
 def test_config_hash_is_stable_and_tracks_shard_relevant_keys(tmp_path):

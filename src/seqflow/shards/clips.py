@@ -12,6 +12,14 @@ The sum is scaled down only if it would clip.
 sample dicts for :func:`seqflow.shards.writer.write_shards`. A clip stores its segment times
 only (seconds); per-step labels are derived when training, at the net's own step geometry
 (:mod:`seqflow.shards.labels`), so the clips do not depend on the network.
+
+Rooms, channels and levels (``augment.*``, :mod:`seqflow.audio.augment`): when enabled, every
+word passes through the split's ``words`` chain before it is placed (a speed change changes its
+length, so its segment ends where the changed word ends), and the finished clip through the
+``clip`` chain (reverberation, noise, EQ, band limits, telephone, level). Split ``train`` uses
+``augment.train`` and the ``train`` RIR bank; ``val`` and ``test`` use ``augment.eval`` and the
+disjoint ``eval`` bank. The augmentation draws from its own stream ``(seed, split, i, "augment")``,
+so clip ``i`` still depends only on ``(seed, split, i)`` and the config.
 """
 
 from __future__ import annotations
@@ -19,12 +27,15 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from seqflow.audio.io import read_audio
+from seqflow.audio.augment import Augmenter, stage_config
+from seqflow.audio.io import AUDIO_SUFFIXES, read_audio
+from seqflow.audio.rooms import RirBank
 from seqflow.data.manifest import Utterance, read_manifest
 from seqflow.errors import AudioDecodeError, ShardError
 
@@ -34,6 +45,7 @@ VALID_MANIFEST_NAME = "manifest.valid.jsonl"
 REF_DBFS = -20.0      # reference RMS level of inserted words [dBFS]
 PEAK_LIMIT = 0.99     # clips are scaled down to this peak if they would clip
 SPLITS = ("train", "val", "test")
+AUGMENT_STREAM = zlib.crc32(b"augment")  # extra seed word of the augmentation's random stream
 
 Word = tuple[np.ndarray, dict]  # (waveform (S,), {"text": ..., "speaker": ...})
 
@@ -89,7 +101,8 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
                     background_gain_db: Sequence[float] = (-25.0, -8.0),
                     negative_gain_db: Sequence[float] | None = None, max_tries: int = 50,
                     positive_guard_s: float = 0.0, hard_negatives: Sequence[Word] = (),
-                    hard_negative_fraction: float = 0.0) -> tuple[np.ndarray, list[dict]]:
+                    hard_negative_fraction: float = 0.0,
+                    word_augment: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, list[dict]]:
     """Overlay random positives and negatives on a random background stretch.
 
     Args:
@@ -104,6 +117,8 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
             so label-1 steps never cover another word and two positives never share one window).
         hard_negatives / hard_negative_fraction: each negative is drawn from ``hard_negatives``
             (words that sound like the trigger) with this probability, else from ``negatives``.
+        word_augment: applied to every picked word before it is placed (its own randomness; it
+            may change the length, the segment spans the changed word); ``None``: words as rendered.
 
     Returns:
         ``(clip, segments)``: ``clip`` float32 ``(S,)`` with ``S = round(duration_s * sr)``, peak <= 1;
@@ -127,6 +142,8 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
     taken: list[tuple[int, int]] = []
     segments = []
     for kind, (wav, meta), gains in picks:
+        if word_augment is not None:
+            wav = word_augment(wav)
         g = guard if kind == "positive" else 0
         start = _place(rng, len(wav), n, taken, max_tries, g)
         gain = float(rng.uniform(*gains))
@@ -144,13 +161,39 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
     return clip.astype(np.float32, copy=False), segments
 
 
+def noise_files(dirs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """Audio files under each of ``dirs`` (recursively, sorted) as ``(dir, file)``; a missing folder
+    is a :class:`ShardError` (a typo must not silently train without noise)."""
+    out = []
+    for d in dirs or ():
+        d = Path(d)
+        if not d.is_dir():
+            raise ShardError(f"augment.noise_dirs: {d} is not a folder")
+        out += [(d, f) for f in sorted(d.rglob("*")) if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES]
+    return out
+
+
+def augment_fingerprint(augment: Mapping[str, Any] | None) -> dict | None:
+    """What of ``augment.*`` changes clip content (for the shard config hash): ``None`` when
+    disabled; else the section without ``cache_dir``, ``noise_dirs`` replaced by their files
+    (name relative to the folder, bytes), plus the pyroomacoustics and librosa versions."""
+    if not augment or not augment.get("enabled"):
+        return None
+    out = {k: v for k, v in dict(augment).items() if k not in ("cache_dir", "noise_dirs")}
+    out["noise_files"] = [[f.relative_to(d).as_posix(), f.stat().st_size]
+                          for d, f in noise_files(augment.get("noise_dirs") or ())]
+    out["versions"] = {m: version(m) for m in ("pyroomacoustics", "librosa")}
+    return out
+
+
 @dataclass
 class ClipSource:
     """Deterministic trigger-word clips from the validated corpus at ``root``.
 
     Reads ``root/manifest.valid.jsonl`` (rows of kind positive/negative/background per split);
     each file is decoded once (``read_audio(target_sr=sample_rate)``) and kept in memory.
-    Clip ``i`` of a split depends only on ``(seed, split, i)``.
+    Clip ``i`` of a split depends only on ``(seed, split, i)`` (and the config). ``augment``: the
+    ``augment`` config section as a plain dict (see the module doc), ``None`` for none.
     """
 
     root: Path
@@ -165,20 +208,25 @@ class ClipSource:
     clip_counts: dict[str, int]
     hard_negative_fraction: float = 0.0
     manifest_name: str = VALID_MANIFEST_NAME
+    augment: Mapping[str, Any] | None = None
     _rows: list[Utterance] | None = field(default=None, init=False, repr=False)
     _audio: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _augmenters: dict[str, tuple[Augmenter, Augmenter]] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_config(cls, cfg, data_root: str | Path) -> "ClipSource":
-        """Build from the composed config (``clips.*``, ``audio.sample_rate``, ``seed``); nothing of
-        ``model.*`` (the clips do not depend on the network or its front end)."""
+        """Build from the composed config (``clips.*``, ``augment.*``, ``audio.sample_rate``, ``seed``);
+        nothing of ``model.*`` (the clips do not depend on the network or its front end)."""
+        from omegaconf import OmegaConf
+
         c = cfg.clips
+        augment = OmegaConf.to_container(cfg.augment, resolve=True) if "augment" in cfg else None
         return cls(root=Path(data_root), sample_rate=int(cfg.audio.sample_rate), duration_s=float(c.duration),
                    max_positives=int(c.max_positives), max_negatives=int(c.max_negatives),
                    positive_gain_db=tuple(float(g) for g in c.positive_gain_db),
                    background_gain_db=tuple(float(g) for g in c.background_gain_db),
                    label_seconds=float(c.label_seconds), hard_negative_fraction=float(c.hard_negative_fraction),
-                   seed=int(cfg.seed), clip_counts={s: int(c[f"{s}_clips"]) for s in SPLITS})
+                   seed=int(cfg.seed), clip_counts={s: int(c[f"{s}_clips"]) for s in SPLITS}, augment=augment)
 
     def num_clips(self, split: str) -> int:
         """Clips to synthesize for ``split`` (``clips.<split>_clips``)."""
@@ -211,12 +259,48 @@ class ClipSource:
             log.warning("clips: skipped %d undecodable %s file(s) of split %s, first: %s", len(bad), kind, split, bad[0])
         return pool
 
+    def augmenters(self, split: str) -> tuple[Augmenter, Augmenter] | None:
+        """``(words, clip)`` augmenters of ``split`` (``augment.train`` for train, ``augment.eval``
+        for val/test), built once; ``None`` when augmentation is off or both chains are empty.
+        The RIR bank (``train`` or ``eval``) is loaded from ``augment.cache_dir`` or built there;
+        noise recordings (``augment.noise_dirs``) are decoded for split ``train`` only.
+
+        Raises:
+            ConfigError: an unknown transform or key, or ``speed`` in a ``clip`` chain.
+            ShardError: a ``noise_dirs`` entry is not a folder.
+        """
+        a = self.augment
+        if not a or not a.get("enabled"):
+            return None
+        if split not in self._augmenters:
+            chain = "train" if split == "train" else "eval"
+            node = a.get(chain) or {}
+            stages = {stage: stage_config(node.get(stage), f"augment.{chain}.{stage}", no_speed=stage == "clip")
+                      for stage in ("words", "clip")}
+            bank = None
+            if any(float(st.get("reverb", {}).get("p", 0.0)) > 0 for st in stages.values()):
+                bank = RirBank.load_or_build(a["cache_dir"], chain, int(a["rir_bank_size"]), self.seed,
+                                             self.sample_rate, a.get("rooms"))
+            noises = []
+            if chain == "train" and any(float(st.get("noise", {}).get("p", 0.0)) > 0 for st in stages.values()):
+                for _, f in noise_files(a.get("noise_dirs") or ()):
+                    try:
+                        noises.append(read_audio(f, target_sr=self.sample_rate)[0])
+                    except AudioDecodeError as exc:
+                        log.warning("clips: skipped undecodable noise file: %s", exc)
+            self._augmenters[split] = tuple(
+                Augmenter(stages[st], self.sample_rate, bank, noises, where=f"augment.{chain}.{st}")
+                for st in ("words", "clip"))
+        words, clip = self._augmenters[split]
+        return (words, clip) if (words or clip) else None
+
     def clips(self, split: str, num: int | None = None) -> Iterator[dict]:
         """Yield ``num`` (default :meth:`num_clips`) sample dicts for the writer:
         ``{"__key__": "<split>-000000", "audio": float32 (S,), "sample_rate", "txt", "json"}``
         with ``json`` = duration [s], sample_rate [Hz], speaker, segments (times in seconds, see
-        :func:`synthesize_clip`), background; no labels (derived at load, :mod:`seqflow.shards.labels`).
-        Each positive is followed by ``label_seconds`` free of other words.
+        :func:`synthesize_clip`), background, and with augmentation ``augment``: the clip-level
+        transforms applied with their parameters; no labels (derived at load,
+        :mod:`seqflow.shards.labels`). Each positive is followed by ``label_seconds`` free of other words.
 
         Raises:
             ShardError: the manifest is missing, or the split has no positive or no background.
@@ -229,17 +313,35 @@ class ClipSource:
                 raise ShardError(f"{self.root / self.manifest_name}: no valid {kind} row for split {split!r}")
         hard = [w for w in negatives if w[1]["confusable"]]
         split_id = zlib.crc32(split.encode())
+        augmenters = self.augmenters(split)
+        for aug in augmenters or ():
+            aug.applied.clear()
+            aug.skipped.clear()
         for i in range(num):
             rng = np.random.default_rng([self.seed, split_id, i])
             bg, bg_meta = backgrounds[int(rng.integers(0, len(backgrounds)))]
+            words_aug, clip_aug = augmenters or (None, None)
+            arng = np.random.default_rng([self.seed, split_id, i, AUGMENT_STREAM]) if augmenters else None
+            word_augment = (lambda w, r=arng: words_aug(w, r)) if words_aug else None
             wav, segments = synthesize_clip(rng, bg, positives, negatives, self.duration_s, self.sample_rate,
                                             self.max_positives, self.max_negatives,
                                             self.positive_gain_db, self.background_gain_db,
                                             positive_guard_s=self.label_seconds, hard_negatives=hard,
-                                            hard_negative_fraction=self.hard_negative_fraction)
+                                            hard_negative_fraction=self.hard_negative_fraction,
+                                            word_augment=word_augment)
             words = [s for s in segments if s["kind"] == "positive"]
             speakers = sorted({s["speaker"] for s in segments if s["speaker"]})
             meta = {"duration": len(wav) / self.sample_rate, "sample_rate": self.sample_rate,
                     "speaker": ",".join(speakers), "segments": segments, "background": bg_meta["path"]}
+            if clip_aug is not None:
+                wav = clip_aug(wav, arng)
+                peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+                if peak > PEAK_LIMIT:
+                    wav = (wav * np.float32(PEAK_LIMIT / peak)).astype(np.float32)
+                meta["augment"] = clip_aug.last
             yield {"__key__": f"{split}-{i:06d}", "audio": wav, "sample_rate": self.sample_rate,
                    "txt": " ".join(s["text"] for s in words), "json": meta}
+        if augmenters is not None:
+            for stage, aug in zip(("words", "clip"), augmenters):
+                log.info("clips: %s %s augmentation: applied %s, skipped %s", split, stage,
+                         dict(sorted(aug.applied.items())), dict(sorted(aug.skipped.items())))

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from seqflow.audio.io import encode_audio
 from seqflow.data.manifest import QUARANTINE_NAME
 from seqflow.errors import ShardError
-from seqflow.shards.clips import SPLITS, ClipSource
+from seqflow.shards.clips import SPLITS, ClipSource, augment_fingerprint
 from seqflow.shards.index import INDEX_NAME, finish_index, verify_index
 from seqflow.shards.utterances import UtteranceSource, utterance_shard_config
 
@@ -184,7 +184,10 @@ def effective_min_shards(cfg) -> int:
 def shard_config_hash(cfg) -> str:
     """Stable 12-hex hash of everything that changes shard content.
 
-    Trigger word: sample rate, shard format / size / count, ``clips.*``, seed, layout version;
+    Trigger word: sample rate, shard format / size / count, ``clips.*``, seed, layout version, and
+    when ``augment.enabled`` the augmentation (:func:`~seqflow.shards.clips.augment_fingerprint`:
+    the section without ``cache_dir``, the files of ``noise_dirs`` with their sizes; with
+    augmentation off the hash is what it was before augmentation existed);
     nothing of ``model.*``: clips store segment times, labels are derived at load from the net's
     own step geometry, so a different hop or conv stride reuses the same shards. ASR
     (``model.name`` ctc | transformer, which share shards): family ``asr``, sample rate, format / size / count, hop, tokenizer kind and size, data
@@ -204,6 +207,9 @@ def shard_config_hash(cfg) -> str:
             "clips": OmegaConf.to_container(cfg.clips, resolve=True),
             "seed": int(cfg.seed),
         }
+        augment = augment_fingerprint(OmegaConf.to_container(cfg.augment, resolve=True) if "augment" in cfg else None)
+        if augment is not None:
+            relevant["augment"] = augment
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
 
 
