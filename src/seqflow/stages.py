@@ -111,6 +111,7 @@ def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
         log_config_params(cfg, run_id=run.info.run_id)
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         run_id = run.info.run_id
+    log_examples(run_id, shards["index"]["train"])
     result = train_with_ray(cfg, run_id, exp, Path(shards["index"]["train"]), Path(shards["index"]["val"]),
                             run_name=f"{cfg.model.name}-{run_id}", tokenizer_dir=shards.get("tokenizer_dir"))
     client = mlflow.MlflowClient()
@@ -123,6 +124,27 @@ def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
 
 
 PACKAGE_ARTIFACT = "package"
+NUM_EXAMPLES = 4
+
+
+def log_examples(run_id: str, train_index: str, n: int = NUM_EXAMPLES) -> None:
+    """Log the first ``n`` training samples (augmented as the model hears them) as FLAC files
+    under ``examples/``, with their json, so a listener can check what augmentation does."""
+    import itertools
+    import tempfile
+
+    from seqflow.audio.io import write_audio_atomic
+    from seqflow.shards.reader import iter_samples
+    from seqflow.tracking.artifacts import log_results
+
+    with tempfile.TemporaryDirectory(prefix="seqflow-examples-") as tmp:
+        files, docs = [], {}
+        for key, wav, meta in itertools.islice(iter_samples(train_index), n):
+            path = Path(tmp) / f"{key}.flac"
+            write_audio_atomic(path, wav, int(meta.get("sample_rate", 16000)))
+            files.append(path)
+            docs[f"examples/{key}.json"] = meta
+        log_results(run_id, files={"examples": files}, documents=docs)
 
 
 def package(cfg: DictConfig, shards: dict, trained: dict) -> dict:

@@ -103,6 +103,8 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None
     assert run.data.metrics["train/samples_rank0"] == run.data.metrics["train/samples_rank1"] > 0
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     assert "plots/det_curve.png" in artifacts
+    examples = [a.path for a in client.list_artifacts(run.info.run_id, "examples")]
+    assert sum(p.endswith(".flac") for p in examples) == 4  # augmented training clips, to listen to
 
     # register: a version with both aliases (first version: no champion yet, so it is promoted)
     mv = client.get_model_version_by_alias("seqflow-trigger-word-activate", "champion")
