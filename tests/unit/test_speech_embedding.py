@@ -22,8 +22,9 @@ from seqflow.config import load_config
 from seqflow.errors import ConfigError
 from seqflow.families import get_family
 from seqflow.lit.trigger_word_embedding import EmbeddingTriggerWordModule
-from seqflow.models.speech_embedding import (ONNX_FILES, EmbeddingTriggerNet, OnnxSpeechEmbedding,
-                                             SpeechEmbeddingFrontEnd, check_onnx_files, resource_dir)
+from seqflow.models.speech_embedding import (ONNX_FILES, EmbeddingTriggerNet, SpeechEmbeddingFrontEnd,
+                                             check_onnx_files, resource_dir)
+from seqflow.models.speech_embedding_onnx import OnnxSpeechEmbedding
 from seqflow.models.trigger_word import StepGeometry
 from seqflow.serve.detector import detect, load_detector
 from seqflow.serve.embedding_detector import (EmbeddingTriggerWordDetector, load_embedding_detector,

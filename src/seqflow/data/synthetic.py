@@ -39,133 +39,34 @@ import os
 import shutil
 import tempfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from seqflow.audio.io import AUDIO_SUFFIXES, write_audio_atomic, write_bytes_atomic
 from seqflow.audio.resample import resample
-from seqflow.data.background import BACKGROUND_KINDS, generate_background
-from seqflow.data.confusables import confusable_words, load_lexicon, normalise_text, sounds_like_trigger
+from seqflow.data.background import generate_background
+from seqflow.data.confusables import confusable_words, load_lexicon, sounds_like_trigger
 from seqflow.data.manifest import MANIFEST_NAME, Utterance, read_manifest, write_manifest
-from seqflow.data.piper_tts import PiperTTS, check_piper_config, piper_version, speaker_name
-from seqflow.data.synthetic_sentences import (MAX_SENTENCES, SENTENCE_KEYS, check_sentence_config, contains_words,
-                                              extra_sentences, plan_digest, plan_sentences, sentence_summary)
+from seqflow.data.piper_tts import PiperTTS, piper_version, speaker_name
+from seqflow.data.synthetic_config import SPLITS, validate_config
+from seqflow.data.synthetic_piper import PiperJob, plan_piper
+from seqflow.data.synthetic_sentences import (contains_words, extra_sentences, plan_digest, plan_sentences, sentence_summary)
 from seqflow.data.tts import EspeakTTS
-from seqflow.errors import ConfigError, SeqflowError
+from seqflow.errors import SeqflowError
 
 log = logging.getLogger(__name__)
 
 CORPUS_NAME = "corpus.json"
 FORMAT_VERSION = 3  # bump when the generator changes what it writes: forces a rebuild
-SPLITS = ("train", "val", "test")
 KINDS = ("positive", "negative", "background", "utterance")
 RENDER_PEAK = 0.7  # TTS renders are peak-normalised to this level
-BUILD_KEYS = ("trigger_word", "negatives", "num_negatives", "num_confusables", "accents", "variants",
-              "num_voices", "voice_split", "rates_wpm", "pitches", "renders_per_voice",
-              "negatives_per_voice", "background_kinds", "background_seconds", "backgrounds_per_kind",
-              "background_dirs", "tts_engines", "piper") + SENTENCE_KEYS
-
-
 def _seed(*parts) -> np.random.Generator:
     """Independent generator per purpose: stable whatever else is drawn elsewhere."""
     return np.random.default_rng([zlib.crc32(repr(p).encode()) for p in parts])
-
-
-def _range(spec: dict, key: str, lo: int, hi: int) -> list[int]:
-    val = spec[key]
-    if not (isinstance(val, list) and len(val) == 2 and all(isinstance(v, (int, float)) for v in val)
-            and lo <= val[0] <= val[1] <= hi):
-        raise ConfigError(f"data.{key} must be [low, high] with {lo} <= low <= high <= {hi}, got {val}")
-    return [int(val[0]), int(val[1])]
-
-
-def _int(spec: dict, key: str, minimum: int) -> int:
-    val = spec[key]
-    if isinstance(val, bool) or not isinstance(val, int) or val < minimum:
-        raise ConfigError(f"data.{key} must be an integer >= {minimum}, got {val!r}")
-    return val
-
-
-def validate_config(cfg_data: DictConfig, sample_rate: int, tts: EspeakTTS) -> dict:
-    """Check every ``data.*`` key the synthetic source uses; return them as plain values.
-
-    Raises:
-        ConfigError: empty trigger word, no negatives, unknown accent/variant/background kind,
-            bad ranges or split fractions, missing background folder, unknown TTS engine or a
-            Piper engine/voice that is not installed (naming the ``pip install``).
-    """
-    raw = OmegaConf.to_container(cfg_data, resolve=True) if isinstance(cfg_data, DictConfig) else dict(cfg_data)
-    missing = [k for k in BUILD_KEYS if k not in raw]
-    if missing:
-        raise ConfigError(f"data config lacks key(s) {', '.join(missing)} (see conf/data/synthetic.yaml)")
-    spec = {k: raw[k] for k in BUILD_KEYS}
-    trig = normalise_text(spec["trigger_word"] or "")
-    if not any(c.isalnum() for c in trig):
-        raise ConfigError(f"data.trigger_word is empty ({spec['trigger_word']!r}): set e.g. data.trigger_word=activate")
-    spec["trigger_word"] = trig
-    user = [normalise_text(w or "") for w in (spec["negatives"] or [])]
-    for w in user:
-        if not any(c.isalnum() for c in w):
-            raise ConfigError(f"data.negatives holds an empty word: {spec['negatives']}")
-        if sounds_like_trigger(w, trig):
-            raise ConfigError(f"data.negatives holds {w!r}, which is (or sounds exactly like) the trigger "
-                              f"word {trig!r} or one of its words: remove it")
-    spec["negatives"] = list(dict.fromkeys(user))
-    spec["num_negatives"] = max(0, int(spec["num_negatives"] or 0))
-    spec["num_confusables"] = max(0, int(spec["num_confusables"] or 0))
-    if spec["num_negatives"] == 0 and not spec["negatives"]:
-        raise ConfigError("no negative words: data.num_negatives <= 0 and data.negatives is empty; "
-                          "a trigger-word corpus needs negatives (e.g. data.num_negatives=60)")
-    accents = [str(a).strip().lower() for a in (spec["accents"] or [])]
-    variants = [str(v).strip() for v in (spec["variants"] or [])]
-    if not accents:
-        raise ConfigError(f"data.accents is empty; valid English accents: {', '.join(tts.accents('en'))}")
-    for a in accents:
-        if "+" in a:
-            raise ConfigError(f"data.accents entry {a!r} holds a variant; put variants in data.variants")
-        tts.check_voice(a)
-    for v in variants:
-        tts.check_voice(f"{accents[0]}+{v}")
-    spec["accents"], spec["variants"] = list(dict.fromkeys(accents)), list(dict.fromkeys(variants))
-    combos = len(spec["accents"]) * max(1, len(spec["variants"]))
-    n = _int(spec, "num_voices", len(SPLITS))
-    if n > combos:
-        raise ConfigError(f"data.num_voices={n} but only {combos} accent+variant combinations are configured")
-    split = spec["voice_split"] or {}
-    if set(split) != set(SPLITS) or any(not isinstance(split[s], (int, float)) or split[s] <= 0 for s in SPLITS):
-        raise ConfigError(f"data.voice_split must give a positive fraction for each of {SPLITS}, got {split}")
-    spec["voice_split"] = {s: float(split[s]) for s in SPLITS}
-    spec["rates_wpm"] = _range(spec, "rates_wpm", 80, 450)
-    spec["pitches"] = _range(spec, "pitches", 0, 100)
-    _int(spec, "renders_per_voice", 1)
-    _int(spec, "negatives_per_voice", 0)
-    kinds = list(spec["background_kinds"] or [])
-    bad = [k for k in kinds if k not in BACKGROUND_KINDS]
-    if bad:
-        raise ConfigError(f"unknown data.background_kinds {bad}; valid kinds: {', '.join(BACKGROUND_KINDS)}")
-    spec["background_kinds"] = list(dict.fromkeys(kinds))
-    if not isinstance(spec["background_seconds"], (int, float)) or spec["background_seconds"] <= 0:
-        raise ConfigError(f"data.background_seconds must be > 0, got {spec['background_seconds']!r}")
-    spec["background_seconds"] = float(spec["background_seconds"])
-    per = spec["backgrounds_per_kind"] or {}
-    if set(per) - set(SPLITS) or any(not isinstance(v, int) or v < 0 for v in per.values()):
-        raise ConfigError(f"data.backgrounds_per_kind must map {SPLITS} to counts >= 0, got {per}")
-    spec["backgrounds_per_kind"] = {s: int(per.get(s, 0)) for s in SPLITS}
-    dirs = [str(Path(d).expanduser().resolve()) for d in (spec["background_dirs"] or [])]
-    for d in dirs:
-        if not Path(d).is_dir():
-            raise ConfigError(f"data.background_dirs entry {d} is not a folder")
-    spec["background_dirs"] = dirs
-    check_sentence_config(spec)
-    check_piper_config(spec, MAX_SENTENCES)
-    if not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ConfigError(f"audio.sample_rate must be a positive integer, got {sample_rate!r}")
-    return spec
 
 
 def split_voices(spec: dict, seed: int) -> dict[str, list[str]]:
@@ -199,66 +100,6 @@ def choose_negatives(spec: dict, seed: int, tts: EspeakTTS) -> list[dict]:
     common = [pool[i] for i in sorted(_seed(seed, "negatives").choice(len(pool), size=need, replace=False))]
     return ([{"text": w, "source": "user"} for w in user] + [{"text": w, "source": "confusable"} for w in conf]
             + [{"text": w, "source": "common"} for w in common])
-
-
-@dataclass(frozen=True)
-class PiperJob:
-    """One Piper render: ``index`` numbers it within its split, kind and voice (file name)."""
-
-    split: str
-    kind: str  # positive | negative | utterance
-    index: int
-    text: str  # manifest text (the raw sentence for utterances)
-    spoken: str  # what Piper reads
-    voice: str  # key of seqflow.data.piper_tts.PIPER_VOICES
-    length_scale: float
-    noise_scale: float
-    noise_width: float
-
-    @property
-    def key(self) -> str:
-        """Sample key, e.g. ``train-positive-piper-joe-000042``."""
-        return f"{self.split}-{self.kind}-piper-{self.voice}-{self.index:06d}"
-
-    @property
-    def rel(self) -> str:
-        """Audio path relative to the corpus root."""
-        return f"audio/{self.split}/{self.kind}/{self.key}.flac"
-
-
-def plan_piper(spec: dict, negatives: list[str], sentences: list[tuple[str, str]], seed: int) -> list[PiperJob]:
-    """What each Piper voice says, with which parameters; deterministic for ``spec`` and ``seed``.
-
-    Per voice: ``piper.positives`` trigger words, ``piper.negatives`` negatives (every word of
-    ``negatives`` in turn, in a random order per round), and its own ``piper.sentences`` of
-    ``sentences`` (``(raw, normalised)`` pairs); each kind split train/val by ``piper.split``.
-
-    Returns:
-        jobs in render order (split, voice, kind, index); empty when Piper is not enabled.
-    """
-    p = spec["piper"]
-    if not p:
-        return []
-    jobs: list[PiperJob] = []
-    for vi, voice in enumerate(p["voices"]):
-        rng = _seed(seed, "piper", voice, "negatives")
-        order: list[int] = []
-        while negatives and len(order) < p["negatives"]:
-            order += [int(i) for i in rng.permutation(len(negatives))]
-        trig = spec["trigger_word"]
-        texts = {"positive": [(trig, trig)] * p["positives"],
-                 "negative": [(negatives[i], negatives[i]) for i in order[: p["negatives"]]],
-                 "utterance": sentences[vi * p["sentences"]: (vi + 1) * p["sentences"]]}
-        for kind, items in texts.items():
-            rng = _seed(seed, "piper", voice, kind)
-            n_train = len(items) - int(round(len(items) * p["split"]["val"]))
-            for k, (text, spoken) in enumerate(items):
-                ls, ns, nw = (round(float(rng.uniform(*p[key])), 3)
-                              for key in ("length_scales", "noise_scales", "noise_widths"))
-                split, index = ("train", k) if k < n_train else ("val", k - n_train)
-                jobs.append(PiperJob(split, kind, index, text, spoken, voice, ls, ns, nw))
-    return sorted(jobs, key=lambda j: (SPLITS.index(j.split), p["voices"].index(j.voice), KINDS.index(j.kind),
-                                       j.index))
 
 
 def _user_backgrounds(dirs: list[str]) -> list[tuple[Path, str]]:

