@@ -234,7 +234,7 @@ def test_shipped_config_builds_its_augmenters(tmp_path):
 
     (tmp_path / "data").mkdir()
     make_corpus(tmp_path / "data")
-    cfg = load_config([f"augment.cache_dir={tmp_path}/cache", "augment.rir_bank_size=4", "clips.duration=3.0",
+    cfg = load_config([f"augment.cache_dir={tmp_path}/cache", "augment.rir_bank_size=4", "augment.optional_noise_dirs=[]", "clips.duration=3.0",
                        "clips.train_clips=2", "clips.val_clips=2"])
     assert cfg.augment.enabled and cfg.augment.noise_dirs == []
     src = ClipSource.from_config(cfg, tmp_path / "data")

@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sets = [s for s in a.sets.split(",") if s] or None
     built = build_eval_data(a.root, sets, Caps(a.max_files, a.max_seconds), progress=not a.no_progress)
+    if built:  # the packages can be fetched here: also the train-only noise bank
+        from seqflow.evalsets.train_noise import build_train_noise
+
+        build_train_noise(a.root, progress=not a.no_progress)
     for name, manifest in built.items():
         meta = json.loads((manifest.parent / "set.json").read_text())
         per = "  ".join(f"{s} {v['num_utterances']} utt {v['hours']:.3f} h" for s, v in meta["per_split"].items())

@@ -161,6 +161,13 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
     return clip.astype(np.float32, copy=False), segments
 
 
+def train_noise_dirs(augment: Mapping[str, Any]) -> list[str]:
+    """``augment.noise_dirs`` (each must exist) plus those of ``augment.optional_noise_dirs`` that
+    exist (e.g. the ``make eval-data`` training-noise bank, absent where apt-get is not)."""
+    optional = [str(d) for d in augment.get("optional_noise_dirs") or () if Path(str(d)).is_dir()]
+    return [str(d) for d in augment.get("noise_dirs") or ()] + optional
+
+
 def noise_files(dirs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     """Audio files under each of ``dirs`` (recursively, sorted) as ``(dir, file)``; a missing folder
     is a :class:`ShardError` (a typo must not silently train without noise)."""
@@ -179,9 +186,9 @@ def augment_fingerprint(augment: Mapping[str, Any] | None) -> dict | None:
     (name relative to the folder, bytes), plus the pyroomacoustics and librosa versions."""
     if not augment or not augment.get("enabled"):
         return None
-    out = {k: v for k, v in dict(augment).items() if k not in ("cache_dir", "noise_dirs")}
+    out = {k: v for k, v in dict(augment).items() if k not in ("cache_dir", "noise_dirs", "optional_noise_dirs")}
     out["noise_files"] = [[f.relative_to(d).as_posix(), f.stat().st_size]
-                          for d, f in noise_files(augment.get("noise_dirs") or ())]
+                          for d, f in noise_files(train_noise_dirs(augment))]
     out["versions"] = {m: version(m) for m in ("pyroomacoustics", "librosa")}
     return out
 
@@ -283,7 +290,7 @@ class ClipSource:
                                              self.sample_rate, a.get("rooms"))
             noises = []
             if chain == "train" and any(float(st.get("noise", {}).get("p", 0.0)) > 0 for st in stages.values()):
-                for _, f in noise_files(a.get("noise_dirs") or ()):
+                for _, f in noise_files(train_noise_dirs(a)):
                     try:
                         noises.append(read_audio(f, target_sr=self.sample_rate)[0])
                     except AudioDecodeError as exc:
