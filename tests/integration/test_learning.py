@@ -32,6 +32,8 @@ OVERRIDES = [
     "data.backgrounds_per_kind={train: 2, val: 1, test: 1}",
     "clips.duration=5.0", "clips.train_clips=480", "clips.val_clips=16", "clips.test_clips=60",
     "shards.min_shards=2", "model.batch_size=16",
+    # the course setup on espeak voices: no Piper, no room/channel augmentation, no festival download
+    "data.tts_engines=[espeak]", "augment.enabled=false", "evaluate.heldout_engine.enabled=false",
 ]
 
 
