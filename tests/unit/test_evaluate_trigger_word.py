@@ -73,7 +73,7 @@ def test_det_curve_exact_frr_and_fa_per_hour() -> None:
     assert curve["frr"] == [0.25, 0.25, 0.5, 0.5, 1.0]
     np.testing.assert_allclose(curve["fa_per_hour"], np.array([3.0, 2.0, 2.0, 0.0, 0.0]) / neg_h)
     assert sweep_points(curve, [0.5, 3.0]) == {"test/frr_at_0.5fah": 0.5, "test/frr_at_3fah": 0.25}
-    assert len(sweep_thresholds(99)) == 99 + 20 and sweep_thresholds(99)[-1] == pytest.approx(0.9999)
+    assert len(sweep_thresholds(99)) == 99 + 40 and sweep_thresholds(99)[-1] == pytest.approx(0.999999)
 
 
 def test_measure_counts_beside_rates_and_confusables() -> None:
@@ -112,7 +112,7 @@ def test_scored_clip_streams_end_to_end(tmp_path: Path) -> None:
     scored = score_clip_streams(det, clips, num_streams=2)
     assert scored.num_positives == 4 and scored.seconds == pytest.approx(12.0)
     curve = det_curve(scored, MATCH, thresholds=9)
-    assert len(curve["frr"]) == 9 + 21 and all(0.0 <= r <= 1.0 for r in curve["frr"])
+    assert len(curve["frr"]) == 9 + 41 and all(0.0 <= r <= 1.0 for r in curve["frr"])
     png = plot_det(curve, tmp_path / "plots" / "det.png", operating_point=(0.0, 0.5))
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

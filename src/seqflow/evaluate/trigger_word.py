@@ -31,10 +31,11 @@ class Matching:
 
 
 def sweep_thresholds(n: int | Sequence[float] = 99) -> np.ndarray:
-    """``n`` evenly spaced thresholds in (0, 1) plus 21 log-spaced ones from 0.99 to 0.9999
-    (where false accepts per hour get small), ascending; or the explicit values given."""
+    """``n`` evenly spaced thresholds in (0, 1) plus 41 log-spaced ones from 0.99 to 0.999999
+    (where false accepts per hour get small: confident models saturate near 1), ascending; or the
+    explicit values given."""
     if isinstance(n, int):
-        return np.unique(np.concatenate([np.linspace(0.0, 1.0, n + 2)[1:-1], 1.0 - np.logspace(-2, -4, 21)]))
+        return np.unique(np.concatenate([np.linspace(0.0, 1.0, n + 2)[1:-1], 1.0 - np.logspace(-2, -6, 41)]))
     return np.sort(np.asarray(n, dtype=np.float64))
 
 

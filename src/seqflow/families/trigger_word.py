@@ -33,17 +33,15 @@ def _clips(index: str):
     return ((wav, meta["segments"]) for _key, wav, meta in iter_samples(index))
 
 
-def package(cfg: DictConfig, checkpoint: str | Path, shards: dict, out: Path) -> Packaged:
-    """Detector package in ``out`` with the threshold calibrated on val; val metrics and tags."""
+def calibrate_on_val(cfg: DictConfig, detector, shards: dict) -> tuple[float, Packaged]:
+    """Score the val stream with ``detector`` and choose the operating threshold there: the lowest
+    with at most ``evaluate.target_fa_per_hour`` false accepts per hour of negative audio.
+    Returns ``(threshold, Packaged(val metrics, calibration tags, val DET curve))``; shared by
+    every trigger-word family (any detector with ``scores_many``, ``step_s``, ``threshold``)."""
     from seqflow.evaluate.streams import score_clip_streams
     from seqflow.evaluate.trigger_word import calibrate, det_curve, measure
-    from seqflow.lit.factory import load_net_from_checkpoint
-    from seqflow.lit.trigger_word import build_logmel
-    from seqflow.serve.detector import TriggerWordDetector, save_detector
 
     ev, match = cfg.evaluate, matching(cfg)
-    net = load_net_from_checkpoint(cfg, checkpoint)
-    detector = TriggerWordDetector(net, build_logmel(cfg.model.features), refractory_s=match.refractory_s)
     val = score_clip_streams(detector, _clips(shards["index"]["val"]))
     curve = det_curve(val, match, int(ev.thresholds))
     cal = calibrate(curve, float(ev.target_fa_per_hour))
@@ -58,25 +56,37 @@ def package(cfg: DictConfig, checkpoint: str | Path, shards: dict, out: Path) ->
                     cal.fa_per_hour)
     log.info("val calibration: threshold %.4f → FRR %.3f at %.3g FA/h (target %.3g, %.2f h negative audio)",
              cal.threshold, cal.frr, cal.fa_per_hour, cal.target_fa_per_hour, metrics["val/negative_hours"])
-    save_detector(out, net, OmegaConf.to_container(cfg.model, resolve=True), threshold=cal.threshold,
-                  refractory_s=match.refractory_s)
-    return Packaged(metrics=metrics,
-                    tags={"calibration.met": str(cal.met).lower(),
-                          "calibration.target_fa_per_hour": f"{cal.target_fa_per_hour:g}"},
-                    documents={"evaluation/val_det_curve.json": curve})
+    return cal.threshold, Packaged(metrics=metrics,
+                                   tags={"calibration.met": str(cal.met).lower(),
+                                         "calibration.target_fa_per_hour": f"{cal.target_fa_per_hour:g}"},
+                                   documents={"evaluation/val_det_curve.json": curve})
 
 
-def evaluate(cfg: DictConfig, package_dir: Path, shards: dict, out: Path) -> Evaluation:
-    """The package at its stored (val) threshold on the test stream and the evaluation sets."""
+def package(cfg: DictConfig, checkpoint: str | Path, shards: dict, out: Path) -> Packaged:
+    """Detector package in ``out`` with the threshold calibrated on val; val metrics and tags."""
+    from seqflow.lit.factory import load_net_from_checkpoint
+    from seqflow.lit.trigger_word import build_logmel
+    from seqflow.serve.detector import TriggerWordDetector, save_detector
+
+    refractory_s = float(cfg.evaluate.refractory_s)
+    net = load_net_from_checkpoint(cfg, checkpoint)
+    detector = TriggerWordDetector(net, build_logmel(cfg.model.features), refractory_s=refractory_s)
+    threshold, packaged = calibrate_on_val(cfg, detector, shards)
+    save_detector(out, net, OmegaConf.to_container(cfg.model, resolve=True), threshold=threshold,
+                  refractory_s=refractory_s)
+    return packaged
+
+
+def evaluate_detector(cfg: DictConfig, detector, shards: dict, out: Path) -> Evaluation:
+    """A loaded detector at its stored (val) threshold on the test stream and on every
+    ``trigger_word`` evaluation set; shared by every trigger-word family."""
     from seqflow.evaluate.on_sets import prefixed, trigger_word_on_set
     from seqflow.evaluate.sets import load_eval_sets, set_tags, split_content_hash
     from seqflow.evaluate.streams import score_clip_streams
     from seqflow.evaluate.trigger_word import det_curve, measure, plot_det, sweep_points
-    from seqflow.serve.detector import load_detector
     from seqflow.shards.reader import iter_samples
 
     ev, match = cfg.evaluate, matching(cfg)
-    detector = load_detector(package_dir)
     samples = list(iter_samples(shards["index"]["test"]))
     test = score_clip_streams(detector, ((wav, meta["segments"]) for _k, wav, meta in samples))
     metrics = measure(test, detector.threshold, match, prefix="test")
@@ -98,6 +108,13 @@ def evaluate(cfg: DictConfig, package_dir: Path, shards: dict, out: Path) -> Eva
     png = plot_det(curve, out / "det_curve.png", (metrics["test/fa_per_hour"], metrics["test/frr"]),
                    title="Trigger-word DET curve (test stream; dot: val-calibrated threshold)")
     return Evaluation(metrics, {"plots": [png]}, {"evaluation/det_curve.json": curve}, tags)
+
+
+def evaluate(cfg: DictConfig, package_dir: Path, shards: dict, out: Path) -> Evaluation:
+    """The package at its stored (val) threshold on the test stream and the evaluation sets."""
+    from seqflow.serve.detector import load_detector
+
+    return evaluate_detector(cfg, load_detector(package_dir), shards, out)
 
 
 def log_model(package_dir: Path, example):
