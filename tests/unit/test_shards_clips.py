@@ -180,3 +180,24 @@ def test_clip_source_from_config_ignores_the_network(tmp_path):
     assert a.label_seconds == 2.0
     for x, y in zip(a.clips("train"), b.clips("train")):
         assert np.array_equal(x["audio"], y["audio"]) and x["json"] == y["json"]
+
+
+def test_words_trimmed_at_render_are_not_trimmed_again(tmp_path):
+    """One owner per transform: rows marked ``trimmed`` (synthetic renders) keep their audio as
+    rendered; user audio (no mark) is trimmed at shard time."""
+    from seqflow.data.manifest import read_manifest
+
+    make_corpus(tmp_path)
+    rows = read_manifest(tmp_path / VALID_MANIFEST_NAME)
+    pad = np.zeros(int(0.3 * SR), np.float32)
+    for u in rows:
+        if u.kind == "positive" and u.split == "train":
+            wav, _ = sf.read(tmp_path / u.audio_filepath, dtype="float32")
+            sf.write(tmp_path / u.audio_filepath, np.concatenate([pad, wav, pad]), SR, subtype="PCM_16")
+            u.extra = {"trimmed": True} if u.audio_filepath.endswith("-0.flac") else {}
+    write_manifest(tmp_path / VALID_MANIFEST_NAME, rows)
+    pool = {w[1]["path"]: len(w[0]) for w in make_source(tmp_path)._pool("train", "positive")}
+    marked = [n for p, n in pool.items() if p.endswith("-0.flac")]
+    unmarked = [n for p, n in pool.items() if p.endswith("-1.flac")]
+    assert all(n >= int(0.6 * SR) for n in marked)          # silence kept: not trimmed twice
+    assert all(n < int(0.6 * SR) for n in unmarked)         # user audio trimmed here

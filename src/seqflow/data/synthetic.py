@@ -61,7 +61,7 @@ from seqflow.errors import SeqflowError
 log = logging.getLogger(__name__)
 
 CORPUS_NAME = "corpus.json"
-FORMAT_VERSION = 3  # bump when the generator changes what it writes: forces a rebuild
+FORMAT_VERSION = 4  # bump when the generator changes what it writes: forces a rebuild
 KINDS = ("positive", "negative", "background", "utterance")
 RENDER_PEAK = 0.7  # TTS renders are peak-normalised to this level
 def _seed(*parts) -> np.random.Generator:
@@ -242,7 +242,7 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
                 counters[kind] += 1
                 rel = f"audio/{split}/{kind}/{key}.flac"
                 write_audio_atomic(root / rel, wav, sample_rate)
-                extra = {"rate_wpm": rate, "pitch": pitch}
+                extra = {"rate_wpm": rate, "pitch": pitch, "trimmed": True}
                 if kind == "negative":
                     extra["confusable"] = text in confusable
                 rows.append(Utterance(rel, round(len(wav) / sample_rate, 6), text, voice, split, kind, extra))
@@ -254,7 +254,7 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
                 tts.reset(seed=zlib.crc32(f"{seed}:{job.voice}:sentences".encode()) & 0x7FFFFFFF)
             wav = _render_speech(tts, job.normalized, job.voice, job.rate_wpm, job.pitch, sample_rate)
             write_audio_atomic(root / job.rel, wav, sample_rate)
-            extra = {"rate_wpm": job.rate_wpm, "pitch": job.pitch, "normalized": job.normalized,
+            extra = {"rate_wpm": job.rate_wpm, "pitch": job.pitch, "normalized": job.normalized, "trimmed": True,
                      "contains_trigger": contains_words(job.normalized, spec["trigger_word"])}
             rows.append(Utterance(job.rel, round(len(wav) / sample_rate, 6), job.text, job.voice, split,
                                   "utterance", extra))
@@ -271,7 +271,7 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
             wav = _render_piper(piper, job, sample_rate)
             write_audio_atomic(root / job.rel, wav, sample_rate)
             extra = {"engine": "piper", "length_scale": job.length_scale, "noise_scale": job.noise_scale,
-                     "noise_width": job.noise_width}
+                     "noise_width": job.noise_width, "trimmed": True}
             if job.kind == "negative":
                 extra["confusable"] = job.text in confusable
             if job.kind == "utterance":

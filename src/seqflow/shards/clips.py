@@ -258,7 +258,9 @@ class ClipSource:
                 except AudioDecodeError as exc:
                     bad.append(str(exc))
                     continue
-                self._audio[u.audio_filepath] = wav if kind == "background" else trim_silence(wav, self.sample_rate)
+                # one owner: renders trimmed at render time say so (``trimmed``); user audio is trimmed here
+                done = kind == "background" or u.extra.get("trimmed")
+                self._audio[u.audio_filepath] = wav if done else trim_silence(wav, self.sample_rate)
             pool.append((self._audio[u.audio_filepath], {"text": u.text, "speaker": u.speaker or "",
                                                          "path": u.audio_filepath,
                                                          "confusable": bool(u.extra.get("confusable"))}))

@@ -38,7 +38,7 @@ from seqflow.shards.utterances import UtteranceSource, utterance_shard_config
 log = logging.getLogger(__name__)
 
 SHARD_PATTERN = "shard-{:06d}.tar"
-SHARD_LAYOUT_VERSION = 3  # bump when clip synthesis or the sample layout changes (3: json without labels)
+SHARD_LAYOUT_VERSION = 4  # bump when clip synthesis or the sample layout changes (4: words trimmed once)
 
 
 def _tar_size(sample: dict) -> int:
