@@ -14,19 +14,6 @@ import logging
 log = logging.getLogger("seqflow.evaluate")
 
 
-def _model_version(client, uri: str):
-    from seqflow.errors import ConfigError
-
-    if not uri.startswith("models:/"):
-        raise ConfigError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    ref = uri[len("models:/"):]
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return client.get_model_version_by_alias(name, alias)
-    name, _, version = ref.rpartition("/")
-    return client.get_model_version(name, version)
-
-
 def reevaluate(model_uri: str, overrides: list[str]) -> dict:
     """Evaluate ``model_uri`` with the config composed from ``overrides`` (``model=`` taken from
     the version's run when not given); returns ``{"run_id", "metrics", "tags"}``.
@@ -37,19 +24,17 @@ def reevaluate(model_uri: str, overrides: list[str]) -> dict:
     """
     import os
 
-    import mlflow
-
     from seqflow import stages
     from seqflow.config import load_config
     from seqflow.families import get_family
     from seqflow.tracking.artifacts import downloaded, log_results, package_folder
+    from seqflow.tracking.registry import model_version
+    from seqflow.tracking.runs import run_params, use_store
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or load_config(overrides).tracking.tracking_uri)
-    client = mlflow.MlflowClient()
-    mv = _model_version(client, model_uri)
-    run = client.get_run(mv.run_id)
+    use_store(os.environ.get("MLFLOW_TRACKING_URI") or load_config(overrides).tracking.tracking_uri)
+    mv = model_version(model_uri)
     if not any(o.startswith("model=") for o in overrides):
-        overrides = [*overrides, f"model={run.data.params.get('model.name', 'trigger_word')}"]
+        overrides = [*overrides, f"model={run_params(mv.run_id).get('model.name', 'trigger_word')}"]
     cfg = load_config(overrides)
     stages.check_config(cfg)
     data = stages.version(cfg)

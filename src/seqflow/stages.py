@@ -11,7 +11,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from seqflow.errors import ConfigError
 
@@ -99,28 +99,21 @@ def experiment_name(cfg: DictConfig) -> str:
 def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
     """Open the MLflow run (params + standard tags), then fit on Ray Train; returns the run id,
     the best checkpoint file (by ``model.monitor``) and rank-0 metrics."""
-    import mlflow
-
-    from seqflow.tracking.runs import log_config_params, setup_mlflow, standard_tags
+    from seqflow.tracking.artifacts import log_results
+    from seqflow.tracking.runs import run_metrics, standard_tags, start_training_run
     from seqflow.train.launcher import train_with_ray
 
-    exp = experiment_name(cfg)
-    setup_mlflow(cfg.tracking.tracking_uri, cfg.tracking.artifact_location, exp)
     tags = standard_tags(data["md5"], data["git_commit"], shards["root"], int(cfg.ray.num_workers))
-    with mlflow.start_run(tags=tags) as run:
-        log_config_params(cfg, run_id=run.info.run_id)
-        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        run_id = run.info.run_id
+    run_id = start_training_run(cfg, tags)
     log_examples(run_id, shards["index"]["train"])
-    result = train_with_ray(cfg, run_id, exp, Path(shards["index"]["train"]), Path(shards["index"]["val"]),
-                            run_name=f"{cfg.model.name}-{run_id}", tokenizer_dir=shards.get("tokenizer_dir"))
-    client = mlflow.MlflowClient()
+    result = train_with_ray(cfg, run_id, experiment_name(cfg), Path(shards["index"]["train"]),
+                            Path(shards["index"]["val"]), run_name=f"{cfg.model.name}-{run_id}",
+                            tokenizer_dir=shards.get("tokenizer_dir"))
     best = {k: v for k, v in result.best_metrics.items() if isinstance(v, (int, float))}
-    if cfg.model.monitor in best:
-        client.log_metric(run_id, f"best/{cfg.model.monitor}", float(best[cfg.model.monitor]))
-    client.set_tag(run_id, "checkpoint.best_epoch", str(best.get("epoch", "unknown")))
-    metrics = client.get_run(run_id).data.metrics
-    return {"run_id": run_id, "checkpoint": str(result.checkpoint_file), "metrics": dict(metrics)}
+    monitor = str(cfg.model.monitor)
+    log_results(run_id, {f"best/{monitor}": best[monitor]} if monitor in best else None,
+                {"checkpoint.best_epoch": str(best.get("epoch", "unknown"))})
+    return {"run_id": run_id, "checkpoint": str(result.checkpoint_file), "metrics": run_metrics(run_id)}
 
 
 PACKAGE_ARTIFACT = "package"
@@ -153,12 +146,11 @@ def package(cfg: DictConfig, shards: dict, trained: dict) -> dict:
     register ships. Returns ``{"package_uri": "runs:/<id>/package", "metrics", "tags"}``."""
     import tempfile
 
-    import mlflow
-
     from seqflow.families import get_family
     from seqflow.tracking.artifacts import log_results
+    from seqflow.tracking.runs import use_store
 
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    use_store(cfg.tracking.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="seqflow-package-") as tmp:
         pkg = Path(tmp) / PACKAGE_ARTIFACT
         packaged = get_family(cfg).package(cfg, trained["checkpoint"], shards, pkg)
@@ -171,12 +163,11 @@ def package(cfg: DictConfig, shards: dict, trained: dict) -> dict:
 def evaluate(cfg: DictConfig, shards: dict, run_id: str, package_uri: str) -> dict:
     """Score the logged package (the one register ships) on the test split and every evaluation
     set of its kind; log metrics, plots, tables and set hashes on ``run_id``."""
-    import mlflow
-
     from seqflow.families import get_family
     from seqflow.tracking.artifacts import downloaded, log_results
+    from seqflow.tracking.runs import use_store
 
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    use_store(cfg.tracking.tracking_uri)
     with downloaded(package_uri, prefix="seqflow-eval-") as pkg:
         ev = get_family(cfg).evaluate(cfg, pkg, shards, pkg.parent / "out")
         log_results(run_id, ev.metrics, ev.tags, files=ev.artifacts, documents=ev.documents)
@@ -186,19 +177,18 @@ def evaluate(cfg: DictConfig, shards: dict, run_id: str, package_uri: str) -> di
 def register(cfg: DictConfig, trained: dict, packaged: dict, evaluated: dict) -> dict:
     """Log the package as a pyfunc model, register it as ``challenger`` and run the ``champion``
     gate (``model.gate``) against the champion on the same test set."""
-    import mlflow
     import numpy as np
 
     from seqflow.families import get_family
     from seqflow.tracking.artifacts import downloaded
     from seqflow.tracking.registry import register_and_promote
+    from seqflow.tracking.runs import log_model_to_run, use_store
 
     gate = cfg.model.gate
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    use_store(cfg.tracking.tracking_uri)
     example = np.zeros(int(cfg.audio.sample_rate), dtype=np.float32)
     with downloaded(packaged["package_uri"], prefix="seqflow-register-") as pkg:
-        with mlflow.start_run(run_id=trained["run_id"]):
-            info = get_family(cfg).log_model(pkg, example)
+        info = log_model_to_run(trained["run_id"], get_family(cfg).log_model, pkg, example)
     decision = register_and_promote(info.model_uri, cfg.model.registered_name, trained["run_id"],
                                     metric_key=str(gate.metric), lower_is_better=bool(gate.lower_is_better),
                                     allow_test_set_change=bool(gate.allow_test_set_change),

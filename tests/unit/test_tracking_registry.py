@@ -150,3 +150,17 @@ def test_two_trigger_words_register_under_two_names_each_with_a_champion(store):
     assert all(d.promoted and d.version == 1 for d in decisions)
     for name in names:
         assert _aliases(client, name) == {"challenger": 1, "champion": 1}
+
+
+def test_model_version_resolves_alias_and_number_and_refuses_other_uris(store):
+    from seqflow.errors import ConfigError
+    from seqflow.tracking.registry import model_version
+
+    client, uri = store
+    with mlflow.start_run() as run:
+        mlflow.log_metric(METRIC, 0.2)
+    d = register_and_promote(uri, "resolve-me", run.info.run_id, METRIC, client=client, test_set_id="t")
+    assert int(model_version("models:/resolve-me@champion", client).version) == d.version
+    assert model_version(f"models:/resolve-me/{d.version}", client).run_id == run.info.run_id
+    with pytest.raises(ConfigError, match="models:/"):
+        model_version("runs:/abc/model", client)

@@ -21,7 +21,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from seqflow.errors import SeqflowError
+from seqflow.errors import ConfigError, SeqflowError
 from seqflow.tracking.runs import TAG_DATA_MD5, TAG_GIT_COMMIT
 
 TAG_TEST_SET = "eval.test_set"
@@ -276,3 +276,20 @@ def _roll_back(client: MlflowClient, name: str, version: int, moved, error: str)
             client.set_model_version_tag(name, str(version), key, value)
         except Exception:  # noqa: BLE001
             pass
+
+
+def model_version(uri: str, client: MlflowClient | None = None):
+    """The ModelVersion behind ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+
+    Raises:
+        ConfigError: not a ``models:/`` URI. MlflowException: no such alias or version.
+    """
+    client = client or MlflowClient()
+    if not uri.startswith("models:/"):
+        raise ConfigError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    ref = uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = ref.rpartition("/")
+    return client.get_model_version(name, version)

@@ -193,3 +193,38 @@ def log_params_batched(params: Mapping[str, Any], run_id: str | None = None,
 def log_config_params(cfg: Any, run_id: str | None = None, client: MlflowClient | None = None) -> int:
     """``flatten_params(cfg)`` then ``log_params_batched``; returns the number of params logged."""
     return log_params_batched(flatten_params(cfg), run_id=run_id, client=client)
+
+
+def start_training_run(cfg: Any, tags: Mapping[str, str]) -> str:
+    """Create the run a training job logs into (experiment ``seqflow/<model>`` set up from
+    ``cfg.tracking``): the standard ``tags``, every config value as a param and the resolved
+    config as ``config.yaml``. Returns the run id; the run is left for Ray workers to log to."""
+    from omegaconf import OmegaConf
+
+    setup_mlflow(cfg.tracking.tracking_uri, cfg.tracking.artifact_location,
+                 experiment_name(cfg.model.name, cfg.tracking.experiment_prefix))
+    with mlflow.start_run(tags=dict(tags)) as run:
+        log_config_params(cfg, run_id=run.info.run_id)
+        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        return run.info.run_id
+
+
+def use_store(tracking_uri: str) -> None:
+    """Point this process at ``tracking_uri`` (stages may run in a fresh process, e.g. a retry)."""
+    mlflow.set_tracking_uri(tracking_uri)
+
+
+def run_params(run_id: str) -> dict[str, str]:
+    """The params of ``run_id``."""
+    return dict(MlflowClient().get_run(run_id).data.params)
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    """The latest value of every metric of ``run_id``."""
+    return dict(MlflowClient().get_run(run_id).data.metrics)
+
+
+def log_model_to_run(run_id: str, log_model, *args):
+    """Call ``log_model(*args)`` (an MLflow ``log_model``) inside run ``run_id``; returns its ModelInfo."""
+    with mlflow.start_run(run_id=run_id):
+        return log_model(*args)
