@@ -144,7 +144,14 @@ def log_trigger_word_model(detector_dir: str | Path, input_example_wav: np.ndarr
         SeqflowError / ConfigError: ``detector_dir`` is not a loadable detector (from
         ``load_detector``, checked before logging). ValueError: bad example waveform.
     """
-    detector = load_detector(detector_dir)
+    return log_detector_model(load_detector(detector_dir), detector_dir, TriggerWordPyfunc(), input_example_wav,
+                              name, {"seqflow.model": "trigger_word"})
+
+
+def log_detector_model(detector, detector_dir: str | Path, python_model, input_example_wav: np.ndarray,
+                       name: str, metadata: dict):
+    """Log a loaded trigger-word ``detector`` (any family) as ``python_model`` with the package
+    folder as its ``detector`` artifact: one waveform in, detections out, ``threshold`` param."""
     example = to_waveform(input_example_wav)[: int(MAX_EXAMPLE_S * detector.sample_rate)]
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
@@ -153,16 +160,13 @@ def log_trigger_word_model(detector_dir: str | Path, input_example_wav: np.ndarr
     )
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=TriggerWordPyfunc(),
+        python_model=python_model,
         artifacts={"detector": str(Path(detector_dir).resolve())},
         signature=signature,
         input_example=example,
         pip_requirements=_pip_requirements(),
-        metadata={
-            "seqflow.model": "trigger_word", "sample_rate": int(detector.sample_rate),
-            "threshold": float(detector.threshold), "refractory_s": float(detector.refractory_s),
-            "output_columns": list(COLUMNS),
-        },
+        metadata={"sample_rate": int(detector.sample_rate), "threshold": float(detector.threshold),
+                  "refractory_s": float(detector.refractory_s), "output_columns": list(COLUMNS), **metadata},
     )
 
 

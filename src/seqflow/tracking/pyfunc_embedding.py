@@ -15,13 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mlflow
 import numpy as np
-from mlflow.models import ModelSignature
-from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from seqflow.serve.embedding_detector import load_embedding_detector
-from seqflow.tracking.pyfunc import COLUMNS, MAX_EXAMPLE_S, TriggerWordPyfunc, _pip_requirements, to_waveform
+from seqflow.tracking.pyfunc import TriggerWordPyfunc, log_detector_model
 
 
 class EmbeddingTriggerWordPyfunc(TriggerWordPyfunc):
@@ -39,22 +36,5 @@ def log_embedding_trigger_word_model(detector_dir: str | Path, input_example_wav
     (``detector_dir`` is checked with :func:`load_embedding_detector` before logging).
     """
     detector = load_embedding_detector(detector_dir)
-    example = to_waveform(input_example_wav)[: int(MAX_EXAMPLE_S * detector.sample_rate)]
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
-        outputs=Schema([ColSpec("double", c) for c in COLUMNS]),
-        params=ParamSchema([ParamSpec("threshold", "double", float(detector.threshold))]),
-    )
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=EmbeddingTriggerWordPyfunc(),
-        artifacts={"detector": str(Path(detector_dir).resolve())},
-        signature=signature,
-        input_example=example,
-        pip_requirements=_pip_requirements(),
-        metadata={
-            "seqflow.model": "trigger_word_embedding", "sample_rate": int(detector.sample_rate),
-            "threshold": float(detector.threshold), "refractory_s": float(detector.refractory_s),
-            "output_columns": list(COLUMNS), "front_end": detector.front_end.config(),
-        },
-    )
+    return log_detector_model(detector, detector_dir, EmbeddingTriggerWordPyfunc(), input_example_wav, name,
+                              {"seqflow.model": "trigger_word_embedding", "front_end": detector.front_end.config()})
