@@ -79,7 +79,7 @@ def _tiny_deb(tmp_path: Path, name: str, files: dict[str, str]) -> Path:
     return deb
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("dpkg") is None, reason="needs dpkg")
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("dpkg") is None, reason="dpkg/dpkg-deb not on PATH: this test builds and unpacks a real .deb with Debian's own tools (present on the Debian CI and dev machines)")
 def test_extract_unpacks_atomically_and_reuses(tmp_path):
     a = _tiny_deb(tmp_path, "a", {"usr/share/a/x.txt": "A"})
     b = _tiny_deb(tmp_path, "b", {"usr/share/b/y.txt": "B"})

@@ -86,7 +86,8 @@ def test_bad_inputs(tmp_path):
 
 def test_no_festival_without_apt_get_is_eval_data_unavailable(tmp_path, monkeypatch):
     if shutil.which("festival"):
-        pytest.skip("festival is installed here")
+        pytest.skip("a system festival is installed here and is used instead of the Debian download, "
+                    "so the 'festival unavailable' path cannot occur on this machine")
     monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
     with pytest.raises(EvalDataUnavailable, match="apt-get not found"):
         build_heldout_engine(tmp_path / "h", [("a", "hello")], tmp_path / "eval-data", progress=False)
@@ -103,7 +104,8 @@ def _festival_here() -> bool:
     return stamp.is_file() and all((LOCAL_EVAL_DATA / "debs" / n).is_file() for n in stamp.read_text().split())
 
 
-@pytest.mark.skipif(not _festival_here(), reason="festival is neither installed nor unpacked in eval-data/")
+@pytest.mark.skipif(not _festival_here(), reason="real festival render: needs festival installed or unpacked by `make eval-data`; tests never "
+                           "download it (renderer, manifest and reuse logic are covered with a fake renderer above)")
 def test_real_festival_renders_all_three_voices(tmp_path):
     items = [("p0", "activate"), ("p1", "hey jarvis"), ("p2", "the time is seven o'clock")]
     m = build_heldout_engine(tmp_path / "h", items, LOCAL_EVAL_DATA, progress=False)
