@@ -69,17 +69,21 @@ def test_negative_seconds_counts_overlapping_hit_regions_once() -> None:
 def test_det_curve_exact_frr_and_fa_per_hour() -> None:
     s = _constructed()
     curve = det_curve(s, MATCH, thresholds=[0.2, 0.35, 0.5, 0.7, 0.95])
-    neg_h = (3600.0 - 4 * 3.5) / 3600.0
+    all_h = (3600.0 - 4 * 3.5) / 3600.0
+    neg_h = (3600.0 - 4 * 3.5 - (1002.4 - 999.5) - (1503.0 - 1500.0)) / 3600.0  # minus sound-alike regions
     assert curve["frr"] == [0.25, 0.25, 0.5, 0.5, 1.0]
-    np.testing.assert_allclose(curve["fa_per_hour"], np.array([3.0, 2.0, 2.0, 0.0, 0.0]) / neg_h)
-    assert sweep_points(curve, [0.5, 3.0]) == {"test/frr_at_0.5fah": 0.5, "test/frr_at_3fah": 0.25}
+    # the 0.6 bump at 1000 s lies on a sound-alike: a sound-alike trigger, not a false accept per hour
+    np.testing.assert_allclose(curve["fa_per_hour"], np.array([2.0, 1.0, 1.0, 0.0, 0.0]) / neg_h)
+    np.testing.assert_allclose(curve["fa_per_hour_all"], np.array([3.0, 2.0, 2.0, 0.0, 0.0]) / all_h)
+    assert curve["confusable_trigger_rate"] == [0.5, 0.5, 0.5, 0.0, 0.0]
+    assert sweep_points(curve, [0.5, 2.5]) == {"test/frr_at_0.5fah": 0.5, "test/frr_at_2.5fah": 0.25}
     assert len(sweep_thresholds(99)) == 99 + 40 and sweep_thresholds(99)[-1] == pytest.approx(0.999999)
 
 
 def test_measure_counts_beside_rates_and_confusables() -> None:
     m = measure(_constructed(), 0.5, MATCH)
     assert m["test/num_positives"] == 4 and m["test/num_missed"] == 2 and m["test/frr"] == 0.5
-    assert m["test/num_false_accepts"] == 2
+    assert m["test/num_false_accepts"] == 2 and m["test/num_confusable_false_accepts"] == 1
     assert m["test/num_confusables"] == 2 and m["test/num_confusable_triggers"] == 1
     assert m["test/confusable_trigger_rate"] == 0.5 and m["test/threshold"] == 0.5
 
@@ -95,6 +99,16 @@ def test_val_threshold_is_applied_unchanged_to_test() -> None:
     assert calibrate(det_curve(test, MATCH, ths), 0.5).threshold == 0.2  # what test alone would choose
     m = measure(test, cal.threshold, MATCH)
     assert m["test/threshold"] == 0.65 and m["test/frr"] == 0.5  # the 0.5 bump is missed at 0.65
+
+
+def test_calibration_holds_the_sound_alike_rate_too() -> None:
+    curve = det_curve(_constructed(), MATCH, thresholds=[0.2, 0.35, 0.5, 0.7, 0.95])
+    assert calibrate(curve, 1.5).threshold == 0.35  # FA/h alone: 1 false accept off sound-alikes
+    cal = calibrate(curve, 1.5, max_confusable_trigger_rate=0.25)  # the sound-alike fires up to 0.5
+    assert cal.met and cal.threshold == 0.7 and cal.confusable_trigger_rate == 0.0
+    unmet = calibrate({"thresholds": [0.5, 0.9], "frr": [0.1, 0.3], "fa_per_hour": [0.0, 0.0],
+                       "confusable_trigger_rate": [0.5, 0.2]}, 0.5, max_confusable_trigger_rate=0.1)
+    assert not unmet.met and unmet.threshold == 0.9
 
 
 def test_calibration_unmet_uses_closest_and_says_so() -> None:

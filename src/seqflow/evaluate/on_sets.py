@@ -5,10 +5,12 @@ Trigger word, at the val-calibrated threshold stored in the package:
 * ``detected``: utterances whose normalised transcript contains the trigger phrase (as whole
   words), each scored alone with 1 s of silence on both sides: the fraction with at least one
   detection (``num_positives``, ``num_detected`` beside it);
-* ``fa_per_hour`` and ``num_false_accepts``: every detection on the other utterances, joined into
-  continuous streams (``hours`` of them);
-* ``confusable_trigger_rate``: among the other utterances, those marked ``"confusable": true``
-  (sound-alikes of the phrase) that fire, when the set has any.
+* ``confusable_trigger_rate``: the utterances marked ``"confusable": true`` (sound-alikes of the
+  phrase), each scored alone like the positives, that fire (``num_confusables`` and
+  ``num_confusable_triggers`` beside it);
+* ``fa_per_hour`` and ``num_false_accepts``: every detection on the remaining utterances, joined
+  into continuous streams (``hours`` of them); ``fa_per_hour_all`` adds the sound-alikes' firings
+  and hours (as :mod:`seqflow.evaluate.streams` defines both for the synthetic streams).
 
 Speech recognition: utterances with an English (or unmarked) non-empty transcript →
 ``wer``, ``cer``, ``num_utterances``, ``hours`` (corpus-level, jiwer).
@@ -58,39 +60,40 @@ def trigger_word_on_set(detector: TriggerWordDetector, es: EvalSet, phrase: str,
     sr, th = detector.sample_rate, detector.threshold
     rows = es.half(half)
     pos_rows = [r for r in rows if contains_phrase(r.get("text", ""), phrase)]
-    neg_rows = [r for r in rows if not contains_phrase(r.get("text", ""), phrase)]
-    pad = np.zeros(int(PAD_S * sr), dtype=np.float32)
-    detected = 0
-    if pos_rows:
-        wavs = [np.concatenate([pad, w, pad]) for _, w in _audio(pos_rows, sr)]
-        for probs in detector.scores_many(wavs):
-            detected += bool(detect(probs, detector.step_s, th, detector.refractory_s, detector.first_step_end_s))
-    # negatives: utterances joined in order into a few continuous streams; remember where each lies
+    conf_rows = [r for r in rows if r.get("confusable") and not contains_phrase(r.get("text", ""), phrase)]
+    neg_rows = [r for r in rows if not r.get("confusable") and not contains_phrase(r.get("text", ""), phrase)]
+    detected, _ = _fired_alone(detector, pos_rows)
+    conf_fired, conf_hours = _fired_alone(detector, conf_rows)
+    # other negatives: utterances joined in order into a few continuous streams
     streams: list[list[np.ndarray]] = [[] for _ in range(NEGATIVE_STREAMS)]
-    spans: list[list[tuple[float, float, bool]]] = [[] for _ in range(NEGATIVE_STREAMS)]
-    lengths = [0] * NEGATIVE_STREAMS
-    for i, (r, w) in enumerate(_audio(neg_rows, sr)):
-        k = i % NEGATIVE_STREAMS
-        spans[k].append((lengths[k] / sr, (lengths[k] + len(w)) / sr, bool(r.get("confusable"))))
-        streams[k].append(w)
-        lengths[k] += len(w)
+    for i, (_r, w) in enumerate(_audio(neg_rows, sr)):
+        streams[i % NEGATIVE_STREAMS].append(w)
     joined = [np.concatenate(s) for s in streams if s]
-    false_accepts, conf_total, conf_fired = 0, 0, 0
-    for probs, sp in zip(detector.scores_many(joined) if joined else [], [s for s in spans if s]):
-        dets = detect(probs, detector.step_s, th, detector.refractory_s, detector.first_step_end_s)
-        false_accepts += len(dets)
-        starts = np.asarray([d["start"] for d in dets])
-        for a, b, conf in sp:
-            if conf:
-                conf_total += 1
-                conf_fired += bool(np.any((starts >= a) & (starts < b + detector.refractory_s)))
-    hours = sum(lengths) / sr / 3600.0
-    return {"detected": detected / len(pos_rows) if pos_rows else float("nan"),
+    false_accepts = sum(len(detect(probs, detector.step_s, th, detector.refractory_s, detector.first_step_end_s))
+                        for probs in (detector.scores_many(joined) if joined else []))
+    hours = sum(len(j) for j in joined) / sr / 3600.0
+    nan = float("nan")
+    return {"detected": detected / len(pos_rows) if pos_rows else nan,
             "num_positives": float(len(pos_rows)), "num_detected": float(detected),
-            "fa_per_hour": false_accepts / hours if hours > 0 else float("nan"),
+            "fa_per_hour": false_accepts / hours if hours > 0 else nan,
             "num_false_accepts": float(false_accepts), "hours": hours,
-            "confusable_trigger_rate": conf_fired / conf_total if conf_total else float("nan"),
-            "num_confusables": float(conf_total), "threshold": float(th)}
+            "fa_per_hour_all": (false_accepts + conf_fired) / (hours + conf_hours) if hours + conf_hours > 0 else nan,
+            "confusable_trigger_rate": conf_fired / len(conf_rows) if conf_rows else nan,
+            "num_confusables": float(len(conf_rows)), "num_confusable_triggers": float(conf_fired),
+            "threshold": float(th)}
+
+
+def _fired_alone(detector: TriggerWordDetector, rows: list[dict]) -> tuple[int, float]:
+    """``(how many of rows fire, hours of their audio)``: each utterance scored alone with
+    ``PAD_S`` of silence either side, at the detector's threshold."""
+    if not rows:
+        return 0, 0.0
+    sr = detector.sample_rate
+    pad = np.zeros(int(PAD_S * sr), dtype=np.float32)
+    wavs = [np.concatenate([pad, w, pad]) for _, w in _audio(rows, sr)]
+    fired = sum(bool(detect(probs, detector.step_s, detector.threshold, detector.refractory_s,
+                            detector.first_step_end_s)) for probs in detector.scores_many(wavs))
+    return fired, sum(len(w) - 2 * len(pad) for w in wavs) / sr / 3600.0
 
 
 def asr_rows(es: EvalSet, half: str = "eval") -> list[dict[str, Any]]:
@@ -113,6 +116,19 @@ def asr_on_set(transcriber, es: EvalSet, half: str = "eval") -> tuple[dict[str, 
     return {v: float(metrics[k]) for k, v in keep.items() if k in metrics}, out_rows
 
 
-def prefixed(name: str, metrics: Mapping[str, float]) -> dict[str, float]:
-    """``{"eval/<name>/<k>": v}``."""
-    return {f"eval/{name}/{k}": float(v) for k, v in metrics.items()}
+def prefixed(name: str, metrics: Mapping[str, float], half: str = "eval") -> dict[str, float]:
+    """``{"<half>/<name>/<k>": v}``: ``eval/<set>/...`` reports, ``dev/<set>/...`` may be chosen on."""
+    return {f"{half}/{name}/{k}": float(v) for k, v in metrics.items()}
+
+
+def halves(cfg) -> list[str]:
+    """The set halves to score (``evaluate.halves``; default ``["dev", "eval"]``), eval last.
+
+    Raises:
+        ValueError: a half other than ``dev`` / ``eval``.
+    """
+    out = [str(h) for h in (cfg.evaluate.get("halves") or ["dev", "eval"])]
+    bad = sorted(set(out) - {"dev", "eval"})
+    if bad:
+        raise ValueError(f"evaluate.halves: {bad} not allowed (dev, eval)")
+    return sorted(set(out), key=["dev", "eval"].index)

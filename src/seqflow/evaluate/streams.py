@@ -10,10 +10,15 @@ Outcome rules at one threshold (:func:`count_outcomes`):
 * a detection whose ``start`` lies in ``[e - tol, e + window_s + tol]`` of a not-yet-matched
   positive ending at ``e`` is a **hit** (each positive matched at most once, earliest first);
   any other detection is a **false accept**;
-* false accepts per hour are counted per hour of **negative audio**: the stream's time minus
-  every positive's ``[start - tol, e + window_s + tol]`` (where a detection would be a hit);
 * a sound-alike negative (segment flag ``confusable``) **fires** when a false accept starts in
-  ``[start, end + window_s + tol]`` of it; each occurrence counts at most once.
+  its region ``[start, end + window_s + tol]``; each occurrence counts at most once, and a false
+  accept in such a region is a **sound-alike false accept**;
+* ``fa_per_hour`` counts the *other* false accepts per hour of **negative audio**: the stream's
+  time minus every positive's ``[start - tol, e + window_s + tol]`` (where a detection would be
+  a hit) and minus every sound-alike region. The synthetic streams insert a sound-alike about
+  once per clip, a density no real audio has, so their false accepts are reported as a rate per
+  occurrence (``confusable_trigger_rate``), not per hour; ``fa_per_hour_all`` counts every false
+  accept per hour of the time outside positives, for comparison.
 """
 
 from __future__ import annotations
@@ -102,17 +107,29 @@ def score_stream(detector: TriggerWordDetector, wav: np.ndarray) -> ScoredStream
                          first_step_end_s=detector.first_step_end_s)
 
 
-def negative_seconds(scored: ScoredStreams, window_s: float, tolerance_s: float) -> float:
+def _covered(regions: np.ndarray) -> float:
+    """Length of the union of ``(N, 2)`` intervals [s]."""
+    covered, last = 0.0, -np.inf
+    for a, b in regions[np.argsort(regions[:, 0], kind="stable")]:
+        a = max(a, last)
+        if b > a:
+            covered += b - a
+        last = max(last, b)
+    return covered
+
+
+def negative_seconds(scored: ScoredStreams, window_s: float, tolerance_s: float,
+                     exclude_confusables: bool = False) -> float:
     """Stream time outside every positive's hit region ``[start - tol, end + window_s + tol]``
-    (overlapping regions counted once) [s]."""
+    and, with ``exclude_confusables``, outside every sound-alike region ``[start, end + window_s
+    + tol]`` (overlapping regions counted once) [s]."""
     covered = 0.0
-    for pos in scored.positives:
-        last = -np.inf
-        for start, end in pos:
-            a, b = max(start - tolerance_s, last), end + window_s + tolerance_s
-            if b > a:
-                covered += b - a
-            last = max(last, b)
+    for pos, conf in zip(scored.positives, scored.confusables):
+        regions = [np.column_stack([pos[:, 0] - tolerance_s, pos[:, 1] + window_s + tolerance_s])] if len(pos) else []
+        if exclude_confusables and len(conf):
+            regions.append(np.column_stack([conf[:, 0], conf[:, 1] + window_s + tolerance_s]))
+        if regions:
+            covered += _covered(np.concatenate(regions))
     return max(scored.seconds - covered, 0.0)
 
 
@@ -120,10 +137,11 @@ def count_outcomes(scored: ScoredStreams, threshold: float, refractory_s: float,
                    tolerance_s: float) -> dict[str, int]:
     """Detections at ``threshold`` matched against the streams (rules in the module docstring).
 
-    Returns ``{"positives", "hits", "false_accepts", "confusables", "confusable_triggers",
-    "detections"}`` (counts).
+    Returns ``{"positives", "hits", "false_accepts" (all), "confusable_false_accepts" (those in a
+    sound-alike region), "confusables", "confusable_triggers", "detections"}`` (counts).
     """
-    out = dict(positives=0, hits=0, false_accepts=0, confusables=0, confusable_triggers=0, detections=0)
+    out = dict(positives=0, hits=0, false_accepts=0, confusable_false_accepts=0, confusables=0,
+               confusable_triggers=0, detections=0)
     for probs, pos, conf in zip(scored.probs, scored.positives, scored.confusables):
         dets = detect(probs, scored.step_s, float(threshold), refractory_s, scored.first_step_end_s)
         ends = pos[:, 1] if len(pos) else np.zeros(0)
@@ -136,8 +154,10 @@ def count_outcomes(scored: ScoredStreams, threshold: float, refractory_s: float,
                 matched[cand[0]] = True
                 continue
             out["false_accepts"] += 1
-            hit_conf = np.flatnonzero(~fired & (conf[:, 0] <= t) & (t <= conf[:, 1] + window_s + tolerance_s)) \
-                if len(conf) else np.zeros(0, dtype=int)
+            in_conf = ((conf[:, 0] <= t) & (t <= conf[:, 1] + window_s + tolerance_s)) if len(conf) \
+                else np.zeros(0, dtype=bool)
+            out["confusable_false_accepts"] += bool(in_conf.any())
+            hit_conf = np.flatnonzero(~fired & in_conf)
             if hit_conf.size:
                 fired[hit_conf[0]] = True
         out["positives"] += len(ends)

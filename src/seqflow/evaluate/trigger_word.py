@@ -3,7 +3,8 @@ and the test split measured at that fixed threshold.
 
 Choose on validation, report on test: :func:`calibrate` picks the operating threshold from the
 val stream's curve only (the lowest threshold whose false accepts per hour of negative audio is
-at most ``target_fa_per_hour``); :func:`measure` then applies that threshold unchanged to the
+at most ``target_fa_per_hour`` and whose sound-alike trigger rate is at most
+``max_confusable_trigger_rate``); :func:`measure` then applies that threshold unchanged to the
 test stream. The test DET sweep stays a curve; its points ``test/frr_at_<t>fah`` are sweep
 points (the threshold there is read off the test curve itself), reported for comparison, never
 used to pick anything. Matching rules: :mod:`seqflow.evaluate.streams`.
@@ -41,18 +42,26 @@ def sweep_thresholds(n: int | Sequence[float] = 99) -> np.ndarray:
 
 def det_curve(scored: ScoredStreams, match: Matching, thresholds: int | Sequence[float] = 99
               ) -> dict[str, list[float]]:
-    """FRR and false accepts per hour of negative audio for each threshold.
+    """FRR, false accepts per hour and sound-alike trigger rate for each threshold.
 
-    Returns ``{"thresholds", "frr", "fa_per_hour", "false_accepts"}`` ascending in threshold.
-    FRR is 0 when the streams hold no positive; FA/h is 0 when they hold no negative time.
+    Returns ``{"thresholds", "frr", "fa_per_hour" (false accepts off sound-alikes per hour of
+    negative audio outside them), "fa_per_hour_all" (every false accept per hour outside
+    positives), "confusable_trigger_rate", "false_accepts" (all)}``, ascending in threshold
+    (definitions: :mod:`seqflow.evaluate.streams`). FRR and the sound-alike rate are 0 when the
+    streams hold none; FA/h is 0 when they hold no negative time.
     """
-    neg_h = negative_seconds(scored, match.window_s, match.tolerance_s) / 3600.0
-    curve: dict[str, list[float]] = {"thresholds": [], "frr": [], "fa_per_hour": [], "false_accepts": []}
+    neg_h = negative_seconds(scored, match.window_s, match.tolerance_s, exclude_confusables=True) / 3600.0
+    all_h = negative_seconds(scored, match.window_s, match.tolerance_s) / 3600.0
+    keys = ("thresholds", "frr", "fa_per_hour", "fa_per_hour_all", "confusable_trigger_rate", "false_accepts")
+    curve: dict[str, list[float]] = {k: [] for k in keys}
     for th in sweep_thresholds(thresholds):
         c = count_outcomes(scored, float(th), match.refractory_s, match.window_s, match.tolerance_s)
+        other = c["false_accepts"] - c["confusable_false_accepts"]
         curve["thresholds"].append(float(th))
         curve["frr"].append((c["positives"] - c["hits"]) / c["positives"] if c["positives"] else 0.0)
-        curve["fa_per_hour"].append(c["false_accepts"] / neg_h if neg_h > 0 else 0.0)
+        curve["fa_per_hour"].append(other / neg_h if neg_h > 0 else 0.0)
+        curve["fa_per_hour_all"].append(c["false_accepts"] / all_h if all_h > 0 else 0.0)
+        curve["confusable_trigger_rate"].append(c["confusable_triggers"] / c["confusables"] if c["confusables"] else 0.0)
         curve["false_accepts"].append(float(c["false_accepts"]))
     return curve
 
@@ -74,48 +83,69 @@ def sweep_points(curve: Mapping[str, Sequence[float]], fa_per_hour_targets: Sequ
 
 @dataclass(frozen=True)
 class Calibration:
-    """The operating point chosen on val: ``threshold``, and val's ``fa_per_hour`` and ``frr``
-    there; ``met`` is False when no swept threshold reached ``target_fa_per_hour`` (the one
-    closest to it is used)."""
+    """The operating point chosen on val: ``threshold``, and val's ``fa_per_hour``, ``frr`` and
+    ``confusable_trigger_rate`` there; ``met`` is False when no swept threshold reached both
+    targets (the one closest to them is used)."""
 
     threshold: float
     target_fa_per_hour: float
     fa_per_hour: float
     frr: float
     met: bool
+    confusable_trigger_rate: float = 0.0
+    max_confusable_trigger_rate: float | None = None
 
 
-def calibrate(val_curve: Mapping[str, Sequence[float]], target_fa_per_hour: float) -> Calibration:
-    """The lowest threshold of the **val** curve with ``fa_per_hour <= target``; if none, the
-    threshold whose FA/h is closest to the target (the highest such threshold on ties)."""
+def calibrate(val_curve: Mapping[str, Sequence[float]], target_fa_per_hour: float,
+              max_confusable_trigger_rate: float | None = None) -> Calibration:
+    """The lowest threshold of the **val** curve with ``fa_per_hour <= target_fa_per_hour`` and
+    (when given and the curve has it) ``confusable_trigger_rate <= max_confusable_trigger_rate``.
+
+    If none meets both, the threshold closest to them: smallest sum of the relative excesses over
+    each target (the highest such threshold on ties).
+
+    Raises:
+        ValueError: an empty curve.
+    """
     ths, fah, frr = (np.asarray(val_curve[k], dtype=np.float64) for k in ("thresholds", "fa_per_hour", "frr"))
     if ths.size == 0:
         raise ValueError("calibrate: empty val curve")
-    ok = np.flatnonzero(fah <= target_fa_per_hour)
+    conf = np.asarray(val_curve.get("confusable_trigger_rate", np.zeros_like(ths)), dtype=np.float64)
+    cmax = np.inf if max_confusable_trigger_rate is None else float(max_confusable_trigger_rate)
+    ok = np.flatnonzero((fah <= target_fa_per_hour) & (conf <= cmax))
     if ok.size:
         i, met = int(ok[0]), True
     else:
-        gap = np.abs(fah - target_fa_per_hour)
-        i, met = int(np.flatnonzero(gap == gap.min())[-1]), False
-    return Calibration(float(ths[i]), float(target_fa_per_hour), float(fah[i]), float(frr[i]), met)
+        excess = np.maximum(fah - target_fa_per_hour, 0.0) / max(target_fa_per_hour, 1e-9)
+        if np.isfinite(cmax):
+            excess = excess + np.maximum(conf - cmax, 0.0) / max(cmax, 1e-9)
+        i, met = int(np.flatnonzero(excess == excess.min())[-1]), False
+    return Calibration(float(ths[i]), float(target_fa_per_hour), float(fah[i]), float(frr[i]), met,
+                       float(conf[i]), max_confusable_trigger_rate)
 
 
 def measure(scored: ScoredStreams, threshold: float, match: Matching, prefix: str = "test") -> dict[str, float]:
     """Metrics at a fixed ``threshold`` (chosen on val), counts beside rates:
 
-    ``<prefix>/frr``, ``/fa_per_hour`` (per hour of negative audio), ``/confusable_trigger_rate``
-    (fraction of sound-alike negative occurrences that fire), ``/num_positives``, ``/num_missed``,
-    ``/num_false_accepts``, ``/num_confusables``, ``/num_confusable_triggers``, ``/hours``,
-    ``/negative_hours``, ``/threshold``.
+    ``<prefix>/frr``, ``/fa_per_hour`` (false accepts off sound-alikes per hour of the negative
+    audio outside them), ``/fa_per_hour_all`` (every false accept per hour outside positives),
+    ``/confusable_trigger_rate`` (fraction of sound-alike negative occurrences that fire),
+    ``/num_positives``, ``/num_missed``, ``/num_false_accepts`` (all), ``/num_confusable_false_accepts``,
+    ``/num_confusables``, ``/num_confusable_triggers``, ``/hours``, ``/negative_hours`` (outside
+    positives and sound-alikes), ``/threshold``.
     """
     c = count_outcomes(scored, threshold, match.refractory_s, match.window_s, match.tolerance_s)
-    neg_h = negative_seconds(scored, match.window_s, match.tolerance_s) / 3600.0
+    neg_h = negative_seconds(scored, match.window_s, match.tolerance_s, exclude_confusables=True) / 3600.0
+    all_h = negative_seconds(scored, match.window_s, match.tolerance_s) / 3600.0
     missed = c["positives"] - c["hits"]
+    other = c["false_accepts"] - c["confusable_false_accepts"]
     m = {
         "frr": missed / c["positives"] if c["positives"] else float("nan"),
-        "fa_per_hour": c["false_accepts"] / neg_h if neg_h > 0 else float("nan"),
+        "fa_per_hour": other / neg_h if neg_h > 0 else float("nan"),
+        "fa_per_hour_all": c["false_accepts"] / all_h if all_h > 0 else float("nan"),
         "confusable_trigger_rate": c["confusable_triggers"] / c["confusables"] if c["confusables"] else float("nan"),
         "num_positives": c["positives"], "num_missed": missed, "num_false_accepts": c["false_accepts"],
+        "num_confusable_false_accepts": c["confusable_false_accepts"],
         "num_confusables": c["confusables"], "num_confusable_triggers": c["confusable_triggers"],
         "hours": scored.seconds / 3600.0, "negative_hours": neg_h, "threshold": threshold,
     }

@@ -27,7 +27,7 @@ def package(cfg: DictConfig, checkpoint: str | Path, shards: dict, out: Path) ->
 def evaluate(cfg: DictConfig, package_dir: Path, shards: dict, out: Path) -> Evaluation:
     """WER and CER of the package on the test split (per source, hypotheses table) and sets."""
     from seqflow.evaluate.asr import evaluate_asr, hypotheses_table
-    from seqflow.evaluate.on_sets import asr_on_set, prefixed
+    from seqflow.evaluate.on_sets import asr_on_set, halves, prefixed
     from seqflow.evaluate.sets import load_eval_sets, set_tags, split_content_hash
     from seqflow.serve.transcriber import load_transcriber
     from seqflow.shards.reader import iter_samples
@@ -40,12 +40,14 @@ def evaluate(cfg: DictConfig, package_dir: Path, shards: dict, out: Path) -> Eva
     log.info("test: WER %.3f CER %.3f over %.2f h", metrics["test/wer"], metrics["test/cer"], metrics["test/hours"])
     sets = load_eval_sets(cfg.evaluate.sets, kind="asr")
     for es in sets:
-        m, set_rows = asr_on_set(transcriber, es)
-        if set_rows:
-            tables.append(Path(hypotheses_table(set_rows, out / f"hypotheses_{es.name}.md")))
-            log.info("eval/%s: WER %.3f CER %.3f over %d utterances", es.name, m["wer"], m["cer"],
-                     m["num_utterances"])
-        metrics.update(prefixed(es.name, m))
+        for half in halves(cfg):
+            m, set_rows = asr_on_set(transcriber, es, half)
+            if set_rows:
+                suffix = "" if half == "eval" else f"_{half}"
+                tables.append(Path(hypotheses_table(set_rows, out / f"hypotheses_{es.name}{suffix}.md")))
+                log.info("%s/%s: WER %.3f CER %.3f over %d utterances", half, es.name, m["wer"], m["cer"],
+                         m["num_utterances"])
+            metrics.update(prefixed(es.name, m, half))
     tags = {"eval.test_set": split_content_hash(samples), **set_tags(sets)}
     return Evaluation(metrics, {"evaluation": tables}, {}, tags)
 

@@ -44,21 +44,25 @@ def calibrate_on_val(cfg: DictConfig, detector, shards: dict) -> tuple[float, Pa
     ev, match = cfg.evaluate, matching(cfg)
     val = score_clip_streams(detector, _clips(shards["index"]["val"]))
     curve = det_curve(val, match, int(ev.thresholds))
-    cal = calibrate(curve, float(ev.target_fa_per_hour))
+    max_conf = ev.get("max_confusable_trigger_rate")
+    cal = calibrate(curve, float(ev.target_fa_per_hour), None if max_conf is None else float(max_conf))
     metrics = measure(val, cal.threshold, match, prefix="val")
     if metrics["val/negative_hours"] * cal.target_fa_per_hour < 1.0:
         log.warning("val stream holds %.2f h of negative audio: too little to resolve %.3g FA/h (needs >= %.2f h); "
                     "raise clips.val_clips", metrics["val/negative_hours"], cal.target_fa_per_hour,
                     1.0 / cal.target_fa_per_hour)
     if not cal.met:
-        log.warning("calibration: no threshold reaches %.3g FA/h on val (%.2f h of negative audio); using %.4f "
-                    "at %.3g FA/h", cal.target_fa_per_hour, metrics["val/negative_hours"], cal.threshold,
-                    cal.fa_per_hour)
-    log.info("val calibration: threshold %.4f → FRR %.3f at %.3g FA/h (target %.3g, %.2f h negative audio)",
-             cal.threshold, cal.frr, cal.fa_per_hour, cal.target_fa_per_hour, metrics["val/negative_hours"])
+        log.warning("calibration: no threshold reaches %.3g FA/h and a sound-alike trigger rate <= %s on val "
+                    "(%.2f h of negative audio); using %.4f at %.3g FA/h, sound-alike rate %.3f",
+                    cal.target_fa_per_hour, max_conf, metrics["val/negative_hours"], cal.threshold,
+                    cal.fa_per_hour, cal.confusable_trigger_rate)
+    log.info("val calibration: threshold %.4f → FRR %.3f at %.3g FA/h, sound-alike trigger rate %.3f "
+             "(targets %.3g FA/h, %s; %.2f h negative audio)", cal.threshold, cal.frr, cal.fa_per_hour,
+             cal.confusable_trigger_rate, cal.target_fa_per_hour, max_conf, metrics["val/negative_hours"])
     return cal.threshold, Packaged(metrics=metrics,
                                    tags={"calibration.met": str(cal.met).lower(),
-                                         "calibration.target_fa_per_hour": f"{cal.target_fa_per_hour:g}"},
+                                         "calibration.target_fa_per_hour": f"{cal.target_fa_per_hour:g}",
+                                         "calibration.max_confusable_trigger_rate": str(max_conf)},
                                    documents={"evaluation/val_det_curve.json": curve})
 
 
@@ -80,7 +84,7 @@ def package(cfg: DictConfig, checkpoint: str | Path, shards: dict, out: Path) ->
 def evaluate_detector(cfg: DictConfig, detector, shards: dict, out: Path) -> Evaluation:
     """A loaded detector at its stored (val) threshold on the test stream and on every
     ``trigger_word`` evaluation set; shared by every trigger-word family."""
-    from seqflow.evaluate.on_sets import prefixed, trigger_word_on_set
+    from seqflow.evaluate.on_sets import halves, prefixed, trigger_word_on_set
     from seqflow.evaluate.sets import load_eval_sets, set_tags, split_content_hash
     from seqflow.evaluate.streams import score_clip_streams
     from seqflow.evaluate.trigger_word import det_curve, measure, plot_det, sweep_points
@@ -93,17 +97,20 @@ def evaluate_detector(cfg: DictConfig, detector, shards: dict, out: Path) -> Eva
     curve = det_curve(test, match, int(ev.thresholds))
     metrics.update(sweep_points(curve, list(ev.fa_per_hour_targets)))
     tags = {"eval.test_set": split_content_hash(samples)}
-    log.info("test at val threshold %.4f: FRR %.3f (%d/%d missed), %.3g FA/h (%d false accepts in %.2f h), "
-             "confusable trigger rate %.3f", detector.threshold, metrics["test/frr"], metrics["test/num_missed"],
-             metrics["test/num_positives"], metrics["test/fa_per_hour"], metrics["test/num_false_accepts"],
+    log.info("test at val threshold %.4f: FRR %.3f (%d/%d missed), %.3g FA/h (%d false accepts off sound-alikes "
+             "in %.2f h), sound-alike trigger rate %.3f", detector.threshold, metrics["test/frr"],
+             metrics["test/num_missed"], metrics["test/num_positives"], metrics["test/fa_per_hour"],
+             metrics["test/num_false_accepts"] - metrics["test/num_confusable_false_accepts"],
              metrics["test/negative_hours"], metrics["test/confusable_trigger_rate"])
     sets = load_eval_sets(cfg.evaluate.sets, kind="trigger_word")
     for es in sets:
-        m = trigger_word_on_set(detector, es, str(cfg.data.trigger_word))
-        log.info("eval/%s: detected %s of %d, %d false accepts in %.2f h (%.3g FA/h)", es.name,
-                 f"{m['detected']:.3f}" if m["num_positives"] else "n/a", m["num_positives"],
-                 m["num_false_accepts"], m["hours"], m["fa_per_hour"])
-        metrics.update(prefixed(es.name, m))
+        for half in halves(cfg):
+            m = trigger_word_on_set(detector, es, str(cfg.data.trigger_word), half)
+            log.info("%s/%s: detected %s of %d, %d false accepts in %.2f h (%.3g FA/h), sound-alikes fired %d of %d",
+                     half, es.name, f"{m['detected']:.3f}" if m["num_positives"] else "n/a", m["num_positives"],
+                     m["num_false_accepts"], m["hours"], m["fa_per_hour"], m["num_confusable_triggers"],
+                     m["num_confusables"])
+            metrics.update(prefixed(es.name, m, half))
     tags.update(set_tags(sets))
     png = plot_det(curve, out / "det_curve.png", (metrics["test/fa_per_hour"], metrics["test/frr"]),
                    title="Trigger-word DET curve (test stream; dot: val-calibrated threshold)")
