@@ -11,12 +11,16 @@ Batches are the ASR loader's dicts: ``audio (B, S)`` float32 zero-padded at 16 k
 
 Logged: ``train/loss`` (per step, this rank; the transformer also ``train/ctc_loss`` and
 ``train/att_loss``), ``train/lr``; per epoch, synchronised over ranks: ``val/loss``, ``val/wer`` and
-``val/cer`` (greedy decoding; torchmetrics sums edit counts over ranks before dividing).
+``val/cer`` (greedy decoding; torchmetrics sums edit counts over ranks before dividing); with on-the-fly
+waveform augmentation (:mod:`seqflow.shards.utterance_augment`, batches carrying ``augment_counts``),
+per epoch the counts summed over ranks: ``augment/applied_<t>``, ``augment/skipped_<t>`` (NaN/silent
+output, left out), ``augment/speed_infeasible`` (speed change undone: too short for CTC), and one log line.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +57,7 @@ class ASRModule(pl.LightningModule):
     Attributes:
         samples_seen: training utterances seen by this rank (for the launcher's throughput metric).
         nonfinite_batches: training batches whose loss was inf/NaN and replaced by a zero loss.
+        augment_counts: this epoch's waveform augmentation counts on this rank (``{name: int}``).
     """
 
     def __init__(self, net: nn.Module, tokenizer: Tokenizer, features: Mapping[str, Any],
@@ -71,6 +76,7 @@ class ASRModule(pl.LightningModule):
         self.spec_augment = SpecAugment(**dict(spec_augment)) if spec_augment else nn.Identity()
         self.samples_seen = 0
         self.nonfinite_batches = 0
+        self.augment_counts: Counter = Counter()
         self.val_wer, self.val_cer = WordErrorRate(), CharErrorRate()
 
     def _features(self, batch: Mapping[str, Any], augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +105,7 @@ class ASRModule(pl.LightningModule):
         loss = self._guard(loss, batch)
         bsz = int(batch["audio"].shape[0])
         self.samples_seen += bsz
+        self.augment_counts.update(batch.get("augment_counts") or {})
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bsz)
         for name, value in parts.items():
             self.log(f"train/{name}_loss", value, on_step=True, on_epoch=False, batch_size=bsz)
@@ -106,6 +113,25 @@ class ASRModule(pl.LightningModule):
             self.log("train/lr", self._trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
                      batch_size=bsz)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.augment_counts = Counter()
+
+    def on_train_epoch_end(self) -> None:
+        """Sum the epoch's augmentation counts over ranks (a collective every rank runs, augmented or
+        not) and, from rank 0 when any is non-zero, log them as ``augment/*`` metrics and one line."""
+        from seqflow.shards.utterance_augment import COUNT_NAMES
+
+        counts = torch.tensor([float(self.augment_counts.get(n, 0)) for n in COUNT_NAMES], device=self.device)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            counts = trainer.strategy.reduce(counts, reduce_op="sum")
+        total = {n: int(v) for n, v in zip(COUNT_NAMES, counts.tolist()) if v}
+        if not total or trainer is None or trainer.global_rank != 0:
+            return
+        log.info("epoch %d waveform augmentation (all ranks): %s", trainer.current_epoch + 1, total)
+        for lg in trainer.loggers:
+            lg.log_metrics({f"augment/{n}": float(v) for n, v in total.items()}, step=trainer.global_step)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _, (feats, frame_lengths, outputs) = self._step(batch, augment=False)

@@ -10,7 +10,9 @@ are counted and logged per shard, never dropped silently.
 Speech recognition: with ``batch_seconds`` the batches are dynamic, by padded audio seconds
 with duration buckets (:mod:`seqflow.shards.bucketing`), ``batches_per_rank`` then comes from the
 split's total seconds; with ``tokenizer_dir`` every batch also carries the token ids of its
-transcripts (``tokens``, ``token_lengths``).
+transcripts (``tokens``, ``token_lengths``); with ``augment`` (train split only) every utterance
+passes through :class:`~seqflow.shards.utterance_augment.UtteranceAugment` before bucketing (so
+buckets and ``batch_seconds`` see the augmented durations) and batches carry ``augment_counts``.
 
 >>> dl = make_dataloader("shards/x/train/index.json", 16, rank=0, world_size=2,
 ...                      num_workers=1, shuffle=True, seed=0)            # doctest: +SKIP
@@ -23,8 +25,9 @@ import itertools
 import json
 import logging
 import random
+from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -35,6 +38,9 @@ from seqflow.audio.io import decode_audio_bytes
 from seqflow.errors import AudioDecodeError, ShardError
 from seqflow.shards.bucketing import bucket_batches, bucket_boundaries, seconds_batches_per_rank
 from seqflow.shards.index import duration_percentiles, load_index
+
+if TYPE_CHECKING:
+    from seqflow.shards.utterance_augment import UtteranceAugment
 
 log = logging.getLogger(__name__)
 AUDIO_KEYS = ("flac", "wav")
@@ -110,13 +116,22 @@ def read_shard(path: Path, expected: int | None = None, strict: bool = False) ->
                     "; ".join(skips.reasons[:3]) or "fewer samples than index.json says")
 
 
+def token_ids(sample: dict, tokenizer=None) -> list[int] | None:
+    """A reader sample's token ids: ``meta["tokens"]`` (stored at shard time), else the transcript
+    encoded by ``tokenizer`` (older shards), else ``None``."""
+    if "tokens" in sample["meta"]:
+        return sample["meta"]["tokens"]
+    return None if tokenizer is None else tokenizer.encode(sample["text"])
+
+
 def collate(samples: list[dict], tokenizer=None) -> dict:
     """Batch dict: ``audio`` float32 (B, S) zero-padded, ``audio_lengths`` int64 (B,), ``keys`` and
     ``texts`` lists; ``positive_ends``: per clip the end times [s] of its positive segments
     (``meta["segments"]`` of kind ``positive``), a list of B float lists (trigger word: always
     without a ``tokenizer``, else only when the samples carry segments; per-step labels are derived
     from it by the LightningModule, :func:`seqflow.shards.labels.batch_labels`); with a ``tokenizer``
-    also ``tokens`` int64 (B, U) padded with the blank id 0 and ``token_lengths`` int64 (B,)."""
+    also ``tokens`` int64 (B, U) padded with the blank id 0 and ``token_lengths`` int64 (B,); when the
+    samples were augmented, ``augment_counts`` (their summed counts, ``{name: int}``)."""
     lengths = [len(s["wav"]) for s in samples]
     audio = np.zeros((len(samples), max(lengths)), dtype=np.float32)
     for i, s in enumerate(samples):
@@ -128,12 +143,13 @@ def collate(samples: list[dict], tokenizer=None) -> dict:
                                    if g.get("kind") == "positive"] for s in samples]
     if tokenizer is not None:
         # token ids were computed once at shard time; older shards without them are encoded here
-        ids = [s["meta"]["tokens"] if "tokens" in s["meta"] else tokenizer.encode(t)
-               for s, t in zip(samples, batch["texts"])]
+        ids = [token_ids(s, tokenizer) for s in samples]
         tokens = torch.full((len(ids), max(1, max(len(x) for x in ids))), tokenizer.blank_id, dtype=torch.int64)
         for i, x in enumerate(ids):
             tokens[i, :len(x)] = torch.tensor(x, dtype=torch.int64)
         batch["tokens"], batch["token_lengths"] = tokens, torch.tensor([len(x) for x in ids], dtype=torch.int64)
+    if any("augment" in s for s in samples):  # UtteranceAugment's per-sample counts
+        batch["augment_counts"] = dict(sum((Counter(s.get("augment", {})) for s in samples), Counter()))
     return batch
 
 
@@ -141,18 +157,27 @@ class ShardBatches(IterableDataset):
     """Batches of one rank: its shards split by dataloader worker, cycled, exactly
     ``batches_per_rank`` batches per epoch (``len()``): ``batch_size`` samples each, or with
     ``batch_seconds`` dynamic duration-bucketed batches (edges ``boundaries`` [s]); token ids
-    added by the tokenizer in ``tokenizer_dir`` (loaded in each worker)."""
+    added by the tokenizer in ``tokenizer_dir`` (loaded in each worker); ``augment``: the train
+    split's per-utterance augmentation (seeded by seed, epoch, rank and sample key).
+
+    Raises:
+        ShardError: ``augment`` on an index whose split is not ``train``.
+    """
 
     def __init__(self, index_path: str | Path, batch_size: int, rank: int, world_size: int,
                  batches_per_rank: int, shuffle: bool, seed: int, shuffle_buffer: int = 100,
                  batch_seconds: float | None = None, boundaries: list[float] | None = None,
-                 tokenizer_dir: str | Path | None = None) -> None:
+                 tokenizer_dir: str | Path | None = None, augment: UtteranceAugment | None = None) -> None:
         index, folder = load_index(index_path)
+        if augment is not None and index.get("split", "train") != "train":
+            raise ShardError(f"{index_path}: waveform augmentation is for the train split only, "
+                             f"not {index.get('split')!r}")
         self.shards = [(folder / e["name"], int(e["num_samples"])) for e in index["shards"]][rank::world_size]
         self.batch_size, self.rank, self.batches_per_rank = batch_size, rank, batches_per_rank
         self.shuffle, self.seed, self.shuffle_buffer, self.epoch = shuffle, seed, shuffle_buffer, 0
         self.batch_seconds, self.boundaries = batch_seconds, list(boundaries or [])
         self.tokenizer_dir = None if tokenizer_dir is None else str(tokenizer_dir)
+        self.augment = augment
 
     def __len__(self) -> int:
         return self.batches_per_rank
@@ -181,15 +206,17 @@ class ShardBatches(IterableDataset):
         stream = self._cycle(shards, rng, who)
         if self.shuffle:
             stream = wds.filters.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 32), rng=rng)(stream)
+        tokenizer = None
+        if self.tokenizer_dir is not None:
+            from seqflow.text.tokenizers import load_tokenizer
+            tokenizer = load_tokenizer(self.tokenizer_dir)
+        if self.augment is not None:
+            stream = self.augment.stream(stream, self.epoch, self.rank, lambda s: token_ids(s, tokenizer))
         stream = iter(stream)
         if self.batch_seconds is not None:
             groups = bucket_batches(stream, self.boundaries, float(self.batch_seconds))
         else:
             groups = ([next(stream) for _ in range(self.batch_size)] for _ in itertools.count())
-        tokenizer = None
-        if self.tokenizer_dir is not None:
-            from seqflow.text.tokenizers import load_tokenizer
-            tokenizer = load_tokenizer(self.tokenizer_dir)
         try:
             for _ in range(self.batches_per_rank // nw):
                 yield collate(next(groups), tokenizer)
@@ -232,7 +259,8 @@ def batches_per_rank(num_samples: int, batch_size: int, world_size: int, num_wor
 def make_dataloader(index_path: str | Path, batch_size: int, rank: int, world_size: int, num_workers: int,
                     shuffle: bool, seed: int, epoch_batches: int | None = None, shuffle_buffer: int = 100,
                     pin_memory: bool = False, batch_seconds: float | None = None, num_buckets: int = 8,
-                    batch_margin: float = 0.1, tokenizer_dir: str | Path | None = None) -> ShardLoader:
+                    batch_margin: float = 0.1, tokenizer_dir: str | Path | None = None,
+                    augment: UtteranceAugment | None = None) -> ShardLoader:
     """DataLoader of one rank over a split's shards (see module doc); yields the batch dicts of
     :func:`collate`, ``len()`` batches per epoch, the same number on every rank.
 
@@ -248,10 +276,12 @@ def make_dataloader(index_path: str | Path, batch_size: int, rank: int, world_si
             ``num_buckets`` duration buckets; batches per rank from the split's seconds with a
             safety ``batch_margin`` (:func:`~seqflow.shards.bucketing.seconds_batches_per_rank`).
         tokenizer_dir: a saved tokenizer; batches then carry ``tokens`` / ``token_lengths``.
+        augment: per-utterance waveform augmentation (train split only; its RIRs and noises are
+            loaded already and shared by the worker processes); ``None``: audio as in the shards.
 
     Raises:
-        ShardError: unreadable index, fewer shards than ranks x workers, or too few samples for
-            one batch per rank and worker.
+        ShardError: unreadable index, fewer shards than ranks x workers, too few samples for
+            one batch per rank and worker, or ``augment`` on a split other than ``train``.
     """
     index, _ = load_index(index_path)
     check_shards_for_ranks(index_path, world_size, num_workers)
@@ -272,7 +302,8 @@ def make_dataloader(index_path: str | Path, batch_size: int, rank: int, world_si
             [len(wav) / meta["sample_rate"] for _, wav, meta in iter_samples(index_path)])  # older index
         boundaries = bucket_boundaries(pct, int(num_buckets))
     dataset = ShardBatches(index_path, batch_size, rank, world_size, n, shuffle, seed, shuffle_buffer,
-                           batch_seconds=batch_seconds, boundaries=boundaries, tokenizer_dir=tokenizer_dir)
+                           batch_seconds=batch_seconds, boundaries=boundaries, tokenizer_dir=tokenizer_dir,
+                           augment=augment)
     return ShardLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                        persistent_workers=False)
 

@@ -112,7 +112,12 @@ def train_loop_per_worker(config: dict) -> None:
         b = cfg.batching
         extra = dict(batch_seconds=float(b.batch_seconds), num_buckets=int(b.num_buckets),
                      batch_margin=float(b.margin), shuffle_buffer=int(b.shuffle_buffer), tokenizer_dir=tokenizer_dir)
-    train_dl = make_dataloader(config["train_index"], bs, rank, world, nw, shuffle=True, seed=int(cfg.seed), **extra)
+    train_extra = dict(extra)
+    if tokenizer_dir:  # on-the-fly waveform augmentation of train utterances (augment.utterances), never val
+        from seqflow.shards.utterance_augment import UtteranceAugment
+        train_extra["augment"] = UtteranceAugment.from_config(cfg)
+    train_dl = make_dataloader(config["train_index"], bs, rank, world, nw, shuffle=True, seed=int(cfg.seed),
+                               **train_extra)
     val_dl = make_dataloader(config["val_index"], bs, rank, world, nw, shuffle=False, seed=int(cfg.seed), **extra)
 
     logger = MLFlowLogger(tracking_uri=cfg.tracking.tracking_uri, run_id=config["run_id"],
