@@ -186,7 +186,9 @@ def augment_fingerprint(augment: Mapping[str, Any] | None) -> dict | None:
     (name relative to the folder, bytes), plus the pyroomacoustics and librosa versions."""
     if not augment or not augment.get("enabled"):
         return None
-    out = {k: v for k, v in dict(augment).items() if k not in ("cache_dir", "noise_dirs", "optional_noise_dirs")}
+    # utterances: the ASR loader's on-the-fly chain, which never touches clips
+    out = {k: v for k, v in dict(augment).items()
+           if k not in ("cache_dir", "noise_dirs", "optional_noise_dirs", "utterances")}
     out["noise_files"] = [[f.relative_to(d).as_posix(), f.stat().st_size]
                           for d, f in noise_files(train_noise_dirs(augment))]
     out["versions"] = {m: version(m) for m in ("pyroomacoustics", "librosa")}
