@@ -14,7 +14,7 @@ import soundfile as sf
 from seqflow.audio.io import read_audio
 from seqflow.config import load_config
 from seqflow.data.background import BACKGROUND_KINDS, generate_background
-from seqflow.data.confusables import confusable_words, load_lexicon
+from seqflow.data.confusables import confusable_words, load_lexicon, sounds_like_trigger
 from seqflow.data.manifest import read_manifest
 from seqflow.data.synthetic import CORPUS_NAME, build_synthetic_corpus
 from seqflow.data.tts import EspeakTTS
@@ -26,7 +26,8 @@ TINY = [
     "data.tts_engines=[espeak]",  # these tests count espeak voices and files; Piper: test_data_piper.py
     "data.num_voices=3", "data.accents=[en-us,en-gb]", "data.variants=[m1,f2]",
     "data.renders_per_voice=2", "data.negatives_per_voice=3", "data.num_negatives=6",
-    "data.num_confusables=2", "data.background_kinds=[white,babble]", "data.background_seconds=1.0",
+    "data.num_confusables=2", "data.hard_negatives={partials:1,phoneme_edits:1,rhymes:1}",
+    "data.background_kinds=[white,babble]", "data.background_seconds=1.0",
     "data.backgrounds_per_kind={train:1,val:1,test:1}", "data.num_sentences=12",
 ]
 KIND_ORDER = ("positive", "negative", "background", "utterance")
@@ -121,11 +122,16 @@ def test_sentences_can_be_disabled_and_change_the_fingerprint(tmp_path):
 def test_negatives_exclude_the_trigger(corpus):
     summary = json.loads((corpus / CORPUS_NAME).read_text())
     texts = [n["text"] for n in summary["negatives"]]
-    assert len(texts) == 6 and "activate" not in texts
+    assert len(texts) == 6 + 3 and "activate" not in texts  # num_negatives + hard negatives
     assert [n["text"] for n in summary["negatives"] if n["source"] == "confusable"] == summary["confusables"]
-    assert len(summary["confusables"]) == 2
+    assert len(summary["confusables"]) == 2 + 3
+    hard = summary["hard_negatives"]
+    assert [h["text"] for h in hard] == summary["confusables"]
+    assert [h["kind"] for h in hard] == ["lexicon", "lexicon", "partial", "edit", "rhyme"]
+    assert all(h["phonemes"] for h in hard) and hard[2]["text"].startswith("[[")
     rows = read_manifest(corpus / "manifest.jsonl")
     assert {r.text for r in rows if r.kind == "negative"} <= set(texts)
+    assert all(r.extra["confusable"] == (r.text in summary["confusables"]) for r in rows if r.kind == "negative")
 
 
 def test_confusables_sound_like_activate():
@@ -137,11 +143,12 @@ def test_confusables_sound_like_activate():
     assert words == confusable_words("activate", load_lexicon(), EspeakTTS(), 12)
 
 
-def test_confusables_for_a_phrase_exclude_its_words():
-    words = confusable_words("hey jarvis", load_lexicon() + ["hey", "jarvis", "hay"], EspeakTTS(), 10)
+def test_confusables_for_a_phrase_exclude_the_phrase_not_its_words():
+    words = confusable_words("hey jarvis", load_lexicon() + ["hey", "jarvis", "hay", "hay jarvis"], EspeakTTS(), 10)
     assert len(words) == 10
-    flat = {part for w in words for part in w.split()}
-    assert not flat & {"hey", "jarvis", "hay"}
+    assert not {"hey jarvis", "hay jarvis"} & set(words)  # the phrase and its homophones
+    assert not sounds_like_trigger("hey", "hey jarvis") and not sounds_like_trigger("jarvis", "hey jarvis")
+    assert sounds_like_trigger("hay jarvis", "hey jarvis") and sounds_like_trigger("hey jarvis please", "hey jarvis")
 
 
 def test_rebuild_is_skipped_when_up_to_date(corpus, caplog):
@@ -165,6 +172,8 @@ def test_changed_config_rebuilds_and_removes_stale_files(tmp_path):
     ("data.variants=[m1,zz9]", "zz9"),
     ("data.trigger_word=''", "trigger_word"),
     ("data.num_negatives=0", "negative"),
+    ("data.hard_negatives.rhymes=-1", "hard_negatives"),
+    ("~data.hard_negatives.partials", "hard_negatives"),
     ("data.negatives=[activate]", "activate"),
     ("data.background_kinds=[white,rain]", "rain"),
     ("data.num_voices=99", "num_voices"),

@@ -114,3 +114,11 @@ def test_real_festival_renders_all_three_voices(tmp_path):
     for r in rows:
         wav, sr = sf.read(r["audio_filepath"])
         assert sr == 16000 and 0.4 < r["duration"] < 4.0 and np.abs(wav).max() > 0.05
+
+
+def test_phoneme_mnemonics_are_quarantined_not_spelled_out(tmp_path):
+    items = [("k0", "hey jarvis"), ("k1", "[[h'eI dZ'A@vIz]]")]
+    m = build_heldout_engine(tmp_path / "set", items, tmp_path, renderer=fake_render, workers=1, progress=False)
+    assert [r["key"] for r in rows_of(m)] == ["k0"]
+    q = [json.loads(line) for line in (m.parent / "quarantine.jsonl").read_text().splitlines()]
+    assert [(r["key"], r["reason"]) for r in q] == [("k1", "phoneme_text")]

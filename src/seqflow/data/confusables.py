@@ -7,9 +7,11 @@ distance to the trigger (vowel↔vowel and voiced↔voiceless pairs are cheap su
 Two-word candidates come from splitting the trigger's phonemes in two and pairing the word
 closest to the first part with the word closest to the rest.
 
-Words that are the trigger (or one of its words), sound exactly like it (same phonemes and
-stress), or contain its whole pronunciation ("deactivate", "activated") are never returned:
-they would be positives.
+Texts that are the trigger, sound exactly like it (same phonemes and stress), or contain its
+whole pronunciation ("deactivate", "activated") are never returned: they would be positives.
+A word of a multi-word trigger alone ("hey", "jarvis" for "hey jarvis") is a negative: the
+detector must fire on the whole phrase only. More sound-alikes made from the trigger's own
+phonemes (partial phrases, one-phoneme edits, rhymes) are in :mod:`seqflow.data.hard_negatives`.
 
 >>> confusable_words("activate", load_lexicon(), EspeakTTS(), 6)   # doctest: +SKIP
 ['activity', 'captivate', ...]
@@ -20,7 +22,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
-from seqflow.data.tts import PHONEME_SEP, EspeakTTS
+from seqflow.data.tts import PHONEME_SEP, EspeakTTS, is_phoneme_text
 
 _VOWEL_CHARS = set("aeiouyæɑɒɔəɛɜɪʊʌɚɐᵻɘɵøœɶɨʉɯɤ")
 _GROUPS = [  # consonants that are easy to mishear for one another
@@ -103,21 +105,22 @@ def _contains(hay: tuple[str, ...], needle: tuple[str, ...]) -> bool:
 
 
 def excluded_words(trigger: str) -> set[str]:
-    """The trigger phrase and each of its words (normalised): never usable as negatives."""
-    t = normalise_text(trigger)
-    return {t, *t.split()}
+    """The trigger phrase (normalised): never usable as a negative. Its words alone are usable."""
+    return {normalise_text(trigger)}
 
 
 def sounds_like_trigger(text: str, trigger: str) -> bool:
-    """True when ``text`` cannot be a negative for ``trigger``: it is the trigger or one of its
-    words, is pronounced exactly like one of them (same phonemes and stress, e.g. "hay" for
-    "hey"), or is longer and contains the trigger's whole pronunciation ("activated").
-    Near-homophones that differ in stress or vowel reduction ("active eight") are allowed."""
-    t, x = normalise_text(trigger), normalise_text(text)
-    if x in excluded_words(t):
-        return True
-    xs = _strict(x)
-    if any(xs == _strict(w) for w in (t, *t.split())):
+    """True when ``text`` cannot be a negative for ``trigger``: it is the trigger, is pronounced
+    exactly like it (same phonemes and stress, e.g. "hay jarvis" for "hey jarvis"), or is longer
+    and contains the trigger's whole pronunciation ("activated").
+
+    ``text`` may be espeak-ng phoneme mnemonics in ``[[...]]`` (case kept: ``I`` and ``i`` differ).
+    Near-homophones that differ in stress or vowel reduction ("active eight") and a word of a
+    multi-word trigger alone ("hey") are allowed.
+    """
+    t = normalise_text(trigger)
+    x = " ".join(str(text).split()) if is_phoneme_text(text) else normalise_text(text)
+    if x in excluded_words(t) or _strict(x) == _strict(t):
         return True
     tt, xt = _tokens(t), _tokens(x)
     return len(xt) > len(tt) and _contains(xt, tt)
@@ -144,7 +147,8 @@ def confusable_words(trigger: str, lexicon: list[str], tts: EspeakTTS, n: int) -
 
     Returns:
         Up to ``n`` distinct lower-case words/phrases, closest first; deterministic for equal
-        inputs. Never the trigger, its words, homophones of them, or words containing it.
+        inputs. Never the trigger, a homophone of it, or a word containing it (see
+        :func:`sounds_like_trigger`).
     """
     if n <= 0:
         return []

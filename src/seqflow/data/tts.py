@@ -9,6 +9,13 @@ random noise generator), so a render depends on the renders before it. :meth:`Es
 unloads and reloads the library, which restores every static variable, and seeds its noise
 generator; after ``reset()`` the same sequence of calls gives the same samples, byte for byte.
 
+Phoneme input: text may hold espeak-ng's ASCII phoneme mnemonics between ``[[`` and ``]]``
+(``"[[h'eI dZ'A@vIz]]"``: a pronunciation no English word has), rendered as written
+(``espeakPHONEMES``, passed on every synthesis; plain text renders byte for byte as without it).
+:meth:`EspeakTTS.phonemes` reads such blocks too, so they phonemize back to IPA, and gives the
+mnemonics of any text with ``ipa=False``. Engines that read words (festival) cannot read them:
+test with :func:`is_phoneme_text`.
+
 >>> tts = EspeakTTS()
 >>> wav, sr = tts.render("activate", voice="en-us+f3")   # (S,) float32 at 22050 Hz
 >>> tts.phonemes("activate")
@@ -34,8 +41,21 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _CHARS_UTF8 = 1
 _PARAM_RATE, _PARAM_PITCH = 1, 3
 _PHONEMES_IPA = 0x02
+_PHONEME_INPUT = 0x100  # espeakPHONEMES: [[...]] in the text holds phoneme mnemonics
 PHONEME_SEP = "_"  # separator between phonemes in :meth:`EspeakTTS.phonemes`; words split by " "
 _PROBE_TEXT = "a"
+
+
+
+def is_phoneme_text(text: str) -> bool:
+    """True when ``text`` holds espeak-ng phoneme mnemonics in ``[[...]]`` (e.g. ``"[['aktI#v]]"``).
+
+    espeak-ng renders such text (and :class:`seqflow.data.piper_tts.PiperTTS` after converting it
+    to IPA); an engine that reads English words, such as festival, cannot.
+    """
+    s = str(text)
+    return "[[" in s and "]]" in s.split("[[", 1)[1]
+
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -221,7 +241,7 @@ class EspeakTTS:
         lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
         data = text.encode("utf-8")
         self._chunks = []
-        lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)
+        lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8 | _PHONEME_INPUT, None, None)
         lib.espeak_Synchronize()
         chunks, self._chunks = self._chunks, []
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
@@ -231,7 +251,7 @@ class EspeakTTS:
         """Synthesize ``text``.
 
         Args:
-            text: words to speak (UTF-8).
+            text: words to speak (UTF-8); ``[[...]]`` blocks are phoneme mnemonics (module docstring).
             voice: ``"accent+variant"``, e.g. ``"en-us+f3"``.
             rate_wpm: speaking rate [words per minute], espeak accepts 80–450.
             pitch: base pitch 0–100 (50 is the voice's normal pitch).
@@ -252,11 +272,24 @@ class EspeakTTS:
             wav = trim_silence(wav, self.sample_rate)
         return np.ascontiguousarray(wav), self.sample_rate
 
-    def phonemes(self, text: str, voice: str = "en-us") -> str:
-        """IPA phonemes of ``text``: phonemes joined by ``"_"``, words by ``" "``, stress marks kept.
+    def phonemes(self, text: str, voice: str = "en-us", ipa: bool = True) -> str:
+        """Phonemes of ``text``: phonemes joined by ``"_"``, words by ``" "``, stress marks kept.
+
+        Args:
+            text: words, or phoneme mnemonics in ``[[...]]`` (read as written).
+            voice: accent whose pronunciations are used (a ``+variant`` is ignored).
+            ipa: IPA symbols; ``False``: espeak-ng's ASCII mnemonics (what ``[[...]]`` input takes),
+                one for each IPA phoneme, in the same positions.
+
+        Raises:
+            ConfigError: unknown accent.
 
         >>> EspeakTTS().phonemes("hey jarvis")
         'h_ˈeɪ dʒ_ˈɑːɹ_v_ɪ_s'
+        >>> EspeakTTS().phonemes("hey jarvis", ipa=False)
+        "h_'eI dZ_'A@_v_I_s"
+        >>> EspeakTTS().phonemes("[[h'eI dZ'A@vIz]]")
+        'h_ˈeɪ dʒ_ˈɑːɹ_v_ɪ_z'
         """
         name = self._espeak_name(voice.partition("+")[0])
         out = []
@@ -264,7 +297,7 @@ class EspeakTTS:
             self._set_voice(name)
             buf = ctypes.create_string_buffer(text.encode("utf-8"))
             ptr = ctypes.c_void_p(ctypes.addressof(buf))
-            mode = _PHONEMES_IPA | (ord(PHONEME_SEP) << 8)
+            mode = (_PHONEMES_IPA if ipa else 0) | (ord(PHONEME_SEP) << 8)
             while ptr.value:  # one clause per call; espeak advances ptr, NULL at the end
                 res = self._lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, mode)
                 if res:

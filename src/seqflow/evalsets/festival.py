@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 from tqdm import tqdm
 
 from seqflow.audio.io import read_audio
+from seqflow.data.tts import is_phoneme_text
 from seqflow.errors import AudioDecodeError
 from seqflow.evalsets.debian import EvalDataUnavailable, extract, fetch_packages, is_installed
 from seqflow.evalsets.setfiles import AUDIO_DIR, SAMPLE_RATE, audio_name, read_set_json, write_flac, write_set
@@ -186,8 +187,9 @@ def build_heldout_engine(out_dir: Path, items: Sequence[tuple[str, str]], eval_d
 
     Item ``i`` uses voice ``VOICES[i % 3]``; rows get ``lang "en"``, ``speaker`` the voice name
     (``kal_diphone``…), ``source "festival"``, ``split`` by crc32 of the key, ``text`` the
-    normalised text. Items whose text cannot be normalised, or whose render fails, are listed in
-    ``quarantine.jsonl``. A folder whose ``set.json`` records the same items (and renderer) is
+    normalised text. Items whose text cannot be normalised, is espeak-ng phoneme mnemonics
+    (``[[...]]``, reason ``phoneme_text``: festival reads words), or whose render fails, are listed
+    in ``quarantine.jsonl``. A folder whose ``set.json`` records the same items (and renderer) is
     returned as it is, without touching festival.
 
     Args:
@@ -229,6 +231,10 @@ def build_heldout_engine(out_dir: Path, items: Sequence[tuple[str, str]], eval_d
     quarantine, meta_of, jobs = [], {}, []
     for i, (key, text) in enumerate(items):
         voice = VOICES[i % len(VOICES)]
+        if is_phoneme_text(text):  # normalize_text would make letters of it: festival reads words only
+            quarantine.append({"key": key, "text": text, "voice": voice, "reason": "phoneme_text",
+                               "detail": "espeak-ng phoneme mnemonics in [[...]]; festival reads English words"})
+            continue
         try:
             norm = normalize_text(text)
         except TextNormalizationError as e:

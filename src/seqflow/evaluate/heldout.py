@@ -3,7 +3,9 @@
 Built by the prepare stage because it depends on the trigger phrase: the phrase alone and in
 carrier sentences (positives), the phrase's sound-alikes from the corpus (``confusable``), and
 ``num_sentences`` sentences of the corpus's **test** sentence split (ASR; unseen sentences). Each
-text is rendered once per festival voice. Festival is an evaluation engine only: nothing here
+text is rendered once per festival voice. Festival reads English words only: the corpus's
+sound-alikes written as espeak-ng phoneme mnemonics (``[[...]]``: partial phrases and one-phoneme
+edits, :mod:`seqflow.data.hard_negatives`) are left out of this set; the word-based ones stay. Festival is an evaluation engine only: nothing here
 feeds training, and the set lives outside ``data/`` so it never changes the data version.
 """
 
@@ -24,11 +26,25 @@ CARRIERS = ("{p}", "{p}.", "{p} please", "okay {p}", "{p} now", "please {p}", "{
 
 def heldout_items(corpus_root: Path, trigger: str, num_sentences: int) -> list[dict]:
     """``[{"key", "text", "confusable"}]`` to render, in a fixed order (each text repeated
-    :data:`VOICES_PER_TEXT` times so every voice speaks it)."""
+    :data:`VOICES_PER_TEXT` times so every voice speaks it).
+
+    Args:
+        corpus_root: a synthetic corpus (``corpus.json`` and ``manifest.jsonl``).
+        trigger: the trigger phrase, said alone and in :data:`CARRIERS`.
+        num_sentences: how many test sentences (sorted by file name) to add.
+
+    Returns:
+        The items; sound-alikes are the word-based ``confusables`` of ``corpus.json`` only
+        (:func:`festival_readable`), keyed by their position in that list.
+
+    Raises:
+        OSError / ValueError: ``corpus.json`` or the manifest is missing or not JSON.
+    """
     summary = json.loads((corpus_root / "corpus.json").read_text())
     texts: list[tuple[str, str, bool]] = [(f"positive-{i:03d}", c.format(p=trigger), False)
                                           for i, c in enumerate(CARRIERS)]
-    texts += [(f"confusable-{i:03d}", w, True) for i, w in enumerate(summary.get("confusables", []))]
+    texts += [(f"confusable-{i:03d}", w, True) for i, w in enumerate(summary.get("confusables", []))
+              if festival_readable(w)]
     sentences = []
     for line in (corpus_root / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
@@ -38,6 +54,14 @@ def heldout_items(corpus_root: Path, trigger: str, num_sentences: int) -> list[d
         texts.append((f"sentence-{key}", text, False))
     return [{"key": f"{key}-v{v}", "text": text, "confusable": conf}
             for key, text, conf in texts for v in range(VOICES_PER_TEXT)]
+
+
+def festival_readable(text: str) -> bool:
+    """False for espeak-ng phoneme mnemonics (``"[[h'eI dZ'A@vIz]]"``), which festival would read
+    as letters; True for words."""
+    from seqflow.data.tts import is_phoneme_text
+
+    return not is_phoneme_text(text)
 
 
 def build_heldout_set(cfg: DictConfig) -> Path | None:
@@ -65,8 +89,11 @@ def build_heldout_set(cfg: DictConfig) -> Path | None:
         log.info("heldout_engine: skipped (%s)", e)
         return None
     annotate(path, {i["key"] for i in items if i["confusable"]})
-    log.info("heldout_engine: %d festival renders (%d with the phrase, %d sound-alikes) in %s", len(items),
-             sum(i["key"].startswith("positive-") for i in items), sum(i["confusable"] for i in items), path)
+    summary = json.loads((root / "corpus.json").read_text())
+    unread = sum(not festival_readable(w) for w in summary.get("confusables", []))
+    log.info("heldout_engine: %d festival renders (%d with the phrase, %d sound-alikes; %d phoneme-only "
+             "sound-alikes left out: festival reads words) in %s", len(items),
+             sum(i["key"].startswith("positive-") for i in items), sum(i["confusable"] for i in items), unread, path)
     return path
 
 
