@@ -52,8 +52,25 @@ def shard(cfg: dict, data_md5: str) -> dict:
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train(cfg: dict, shards: dict, data: dict) -> dict:
-    return stages.train(_cfg(cfg), shards, data)
+def train(cfg: dict, shards: dict, data: dict, parent_run_id: str | None = None,
+          mining_round: int | None = None) -> dict:
+    return stages.train(_cfg(cfg), shards, data, parent_run_id, mining_round)
+
+
+@task(name="start-mining-run", cache_policy=NO_CACHE)
+def start_mining_run(cfg: dict, shards: dict, data: dict) -> str:
+    return stages.start_mining_run(_cfg(cfg), shards, data)
+
+
+@task(name="mine", cache_policy=NO_CACHE)
+def mine(cfg: dict, shards: dict, trained: dict, packaged: dict) -> dict:
+    return stages.mine(_cfg(cfg), shards, trained, packaged)
+
+
+@task(name="record-mining", cache_policy=NO_CACHE)
+def record_mining(cfg: dict, parent_run_id: str, mined: dict, packaged1: dict, round2_run_id: str | None = None,
+                  packaged2: dict | None = None) -> dict:
+    return stages.record_mining(_cfg(cfg), parent_run_id, mined, packaged1, round2_run_id, packaged2)
 
 
 @task(name="check-eval-sets", cache_policy=NO_CACHE)
@@ -76,12 +93,40 @@ def register(cfg: dict, trained: dict, packaged: dict, evaluated: dict) -> dict:
     return stages.register(_cfg(cfg), trained, packaged, evaluated)
 
 
+def train_rounds(cfg: dict, shards: dict, data: dict) -> tuple[dict, dict, dict]:
+    """train → package, once; or with ``clips.hard_negative_mining.enabled`` (trigger word): a
+    parent MLflow run, round 1 (train → package), mine the train split with round 1's package,
+    round 2 (train from scratch on the re-sharded train split → package, val/test unchanged), both
+    rounds nested under the parent. Returns ``(trained, packaged, summary extras)`` of the round
+    that goes on to evaluate and register (round 2; round 1 when nothing was mined)."""
+    if not stages.mining_enabled(_cfg(cfg)):
+        trained = train(cfg, shards, data)
+        return trained, package(cfg, shards, trained), {}
+    parent = start_mining_run(cfg, shards, data)
+    trained1 = train(cfg, shards, data, parent, 1)
+    packaged1 = package(cfg, shards, trained1)
+    mined = mine(cfg, shards, trained1, packaged1)
+    if not mined["num_windows"]:
+        log.warning("mining: no false accepts on the train split; round 1 is evaluated and registered")
+        metrics = record_mining(cfg, parent, mined, packaged1)
+        trained, packaged = trained1, packaged1
+    else:
+        trained = train(cfg, mined["shards"], data, parent, 2)
+        packaged = package(cfg, mined["shards"], trained)
+        metrics = record_mining(cfg, parent, mined, packaged1, trained["run_id"], packaged)
+    extras = {"mlflow_parent_run_id": parent, "round_1_run_id": trained1["run_id"],
+              **{k: v for k, v in metrics.items() if k in ("mining/num_windows", "mining/fa_per_hour",
+                                                             "mining/hours_scored", "round_1/val/frr")}}
+    return trained, packaged, extras
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
     """Run every stage; ``cfgs`` holds one composed config (plain dict) per model to train.
 
     prepare, validate and version run once (every model shares the corpus and its data version);
-    shard → train → package → evaluate → register run per model. Returns one summary per model.
+    shard → train → package → evaluate → register run per model (with hard-negative mining two
+    train → package rounds, see :func:`train_rounds`). Returns one summary per model.
     """
     t0 = time.perf_counter()
     base = cfgs[0]
@@ -92,8 +137,7 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
     for cfg in cfgs:
         check_eval_sets(cfg)
         shards = shard(cfg, data["md5"])
-        trained = train(cfg, shards, data)
-        packaged = package(cfg, shards, trained)
+        trained, packaged, extras = train_rounds(cfg, shards, data)
         evaluated = evaluate(cfg, shards, trained["run_id"], packaged["package_uri"])
         registered = register(cfg, trained, packaged, evaluated)
         metrics = {**packaged["metrics"], **evaluated["metrics"]}
@@ -106,6 +150,7 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
             **{k: v for k, v in metrics.items() if k in ("val/threshold", "val/frr", "val/fa_per_hour")
                or k.startswith(("test/", "eval/")) and not k.endswith(("hours", "/threshold"))},
             "mlflow_run_id": trained["run_id"],
+            **extras,
             "registered_model": registered["name"],
             "version": registered["version"],
             "aliases": registered["aliases"],

@@ -23,7 +23,7 @@ def check_config(cfg: DictConfig) -> None:
 
     Raises:
         ConfigError: unknown data source, a model.family that cannot be imported, empty trigger word, unknown voice, bad worker
-        counts, a trigger-word model on a source without trigger-word labels.
+        counts, a trigger-word model on a source without trigger-word labels, bad ``clips.hard_negative_mining``.
     """
     from seqflow.data.sources import check_source_config
     from seqflow.families import get_family
@@ -38,6 +38,9 @@ def check_config(cfg: DictConfig) -> None:
     if fam.kind != "trigger_word" and cfg.data.source == "speech_commands" and cfg.data.get("trigger_word"):
         raise ConfigError(f"model={cfg.model.name} needs transcribed utterances; unset data.trigger_word")
     check_source_config(cfg.data, int(cfg.audio.sample_rate))
+    from seqflow.mining import MiningConfig
+
+    MiningConfig.from_config(cfg)  # bad clips.hard_negative_mining values fail here, not after round 1
 
 
 def prepare(cfg: DictConfig) -> Path:
@@ -96,15 +99,21 @@ def experiment_name(cfg: DictConfig) -> str:
     return f"{cfg.tracking.experiment_prefix}/{cfg.model.name}"
 
 
-def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
+def train(cfg: DictConfig, shards: dict, data: dict, parent_run_id: str | None = None,
+          mining_round: int | None = None) -> dict:
     """Open the MLflow run (params + standard tags), then fit on Ray Train; returns the run id,
-    the best checkpoint file (by ``model.monitor``) and rank-0 metrics."""
+    the best checkpoint file (by ``model.monitor``) and rank-0 metrics. With ``mining_round``
+    (hard-negative mining) the run is named ``<model>-round-<n>``, tagged ``mining.round`` and
+    nested under ``parent_run_id``; round 2 trains from scratch on ``shards`` (mined train split)."""
     from seqflow.tracking.artifacts import log_results
     from seqflow.tracking.runs import run_metrics, standard_tags, start_training_run
     from seqflow.train.launcher import train_with_ray
 
     tags = standard_tags(data["md5"], data["git_commit"], shards["root"], int(cfg.ray.num_workers))
-    run_id = start_training_run(cfg, tags)
+    if mining_round is not None:
+        tags["mining.round"] = str(mining_round)
+    run_id = start_training_run(cfg, tags, parent_run_id=parent_run_id,
+                                run_name=f"{cfg.model.name}-round-{mining_round}" if mining_round else None)
     log_examples(run_id, shards["index"]["train"])
     result = train_with_ray(cfg, run_id, experiment_name(cfg), Path(shards["index"]["train"]),
                             Path(shards["index"]["val"]), run_name=f"{cfg.model.name}-{run_id}",
@@ -114,6 +123,58 @@ def train(cfg: DictConfig, shards: dict, data: dict) -> dict:
     log_results(run_id, {f"best/{monitor}": best[monitor]} if monitor in best else None,
                 {"checkpoint.best_epoch": str(best.get("epoch", "unknown"))})
     return {"run_id": run_id, "checkpoint": str(result.checkpoint_file), "metrics": run_metrics(run_id)}
+
+
+def mining_enabled(cfg: DictConfig) -> bool:
+    """Whether this model gets a hard-negative mining round (trigger word and
+    ``clips.hard_negative_mining.enabled``)."""
+    from seqflow.mining import mining_enabled as enabled
+
+    return enabled(cfg)
+
+
+def start_mining_run(cfg: DictConfig, shards: dict, data: dict) -> str:
+    """The parent MLflow run ``<model>-hard-negative-mining`` (standard tags, config params) that
+    both training rounds nest under; returns its id."""
+    from seqflow.tracking.runs import standard_tags, start_training_run
+
+    tags = standard_tags(data["md5"], data["git_commit"], shards["root"], int(cfg.ray.num_workers))
+    return start_training_run(cfg, {**tags, "mining.rounds": "2"}, run_name=f"{cfg.model.name}-hard-negative-mining")
+
+
+def mine(cfg: DictConfig, shards: dict, trained: dict, packaged: dict) -> dict:
+    """Score the train split with round 1's logged package, write the mined windows and round 2's
+    train shards (:func:`seqflow.mining.mine_round`); val/test shards are unchanged. Returns
+    ``{"shards", "metrics", "tags", "num_windows", "dir"}``."""
+    from seqflow.mining import mine_round
+    from seqflow.tracking.artifacts import downloaded
+    from seqflow.tracking.runs import use_store
+
+    use_store(cfg.tracking.tracking_uri)
+    with downloaded(packaged["package_uri"], prefix="seqflow-mine-") as pkg:
+        return mine_round(cfg, pkg, shards, trained["run_id"])
+
+
+def record_mining(cfg: DictConfig, parent_run_id: str, mined: dict, packaged1: dict,
+                  round2_run_id: str | None = None, packaged2: dict | None = None) -> dict:
+    """Log the ``mining/*`` metrics and ``mining.*`` tags on the parent run and on round 2's run
+    (the data it trained on), and each round's ``val/*`` as ``round_<n>/val/*`` on the parent (the
+    before/after; round 1's own run keeps its val metrics from its package). ``round2_run_id``
+    None: nothing was mined, round 1 is the one evaluated and registered. Returns the parent's
+    new metrics."""
+    from seqflow.tracking.artifacts import log_results
+    from seqflow.tracking.runs import use_store
+
+    use_store(cfg.tracking.tracking_uri)
+    metrics = dict(mined["metrics"])
+    for n, packaged in ((1, packaged1), (2, packaged2)):
+        if packaged is not None:
+            metrics.update({f"round_{n}/{k}": v for k, v in packaged["metrics"].items() if k.startswith("val/")})
+    tags = {**mined["tags"], "mining.registered_round": "2" if round2_run_id else "1"}
+    log_results(parent_run_id, metrics, tags)
+    if round2_run_id:
+        log_results(round2_run_id, mined["metrics"], mined["tags"])
+    return metrics
 
 
 PACKAGE_ARTIFACT = "package"

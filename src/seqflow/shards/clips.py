@@ -36,7 +36,7 @@ import numpy as np
 from seqflow.audio.augment import Augmenter, stage_config
 from seqflow.audio.io import AUDIO_SUFFIXES, read_audio
 from seqflow.audio.rooms import RirBank
-from seqflow.data.manifest import Utterance, read_manifest
+from seqflow.data.manifest import Utterance, read_jsonl, read_manifest
 from seqflow.errors import AudioDecodeError, ShardError
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
                     background_gain_db: Sequence[float] = (-25.0, -8.0),
                     negative_gain_db: Sequence[float] | None = None, max_tries: int = 50,
                     positive_guard_s: float = 0.0, hard_negatives: Sequence[Word] = (),
-                    hard_negative_fraction: float = 0.0,
+                    hard_negative_fraction: float = 0.0, mined_negatives: Sequence[Word] = (),
+                    mined_fraction: float = 0.0,
                     word_augment: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, list[dict]]:
     """Overlay random positives and negatives on a random background stretch.
 
@@ -117,6 +118,10 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
             so label-1 steps never cover another word and two positives never share one window).
         hard_negatives / hard_negative_fraction: each negative is drawn from ``hard_negatives``
             (words that sound like the trigger) with this probability, else from ``negatives``.
+        mined_negatives / mined_fraction: each negative is first drawn from ``mined_negatives``
+            (hard-negative mining's windows, :mod:`seqflow.mining`) with this probability; its
+            segment gets ``"mined": True``. With no mined windows no random number is drawn for
+            this, so the clips are exactly those of a run without mining.
         word_augment: applied to every picked word before it is placed (its own randomness; it
             may change the length, the segment spans the changed word); ``None``: words as rendered.
 
@@ -135,8 +140,11 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
                                     ("negative", negatives, max_negatives, negative_gain_db)):
         count = int(rng.integers(0, most + 1)) if pool else 0
         for _ in range(count):
-            src = hard_negatives if (kind == "negative" and hard_negatives
-                                     and rng.random() < hard_negative_fraction) else pool
+            if kind == "negative" and mined_negatives and rng.random() < mined_fraction:
+                src = mined_negatives
+            else:
+                src = hard_negatives if (kind == "negative" and hard_negatives
+                                         and rng.random() < hard_negative_fraction) else pool
             picks.append((kind, src[int(rng.integers(0, len(src)))], gains))
     guard = int(round(positive_guard_s * sr))
     taken: list[tuple[int, int]] = []
@@ -154,6 +162,8 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
         segments.append({"kind": kind, "start": start / sr, "end": (start + len(wav)) / sr,
                          "text": str(meta.get("text", "")), "speaker": str(meta.get("speaker") or ""),
                          "confusable": bool(meta.get("confusable"))})
+        if meta.get("mined"):
+            segments[-1]["mined"] = True
     peak = float(np.max(np.abs(clip))) if n else 0.0
     if peak > PEAK_LIMIT:
         clip *= np.float32(PEAK_LIMIT / peak)
@@ -218,6 +228,8 @@ class ClipSource:
     hard_negative_fraction: float = 0.0
     manifest_name: str = VALID_MANIFEST_NAME
     augment: Mapping[str, Any] | None = None
+    mined_manifest: Path | None = None  # hard-negative mining windows (train only), see :meth:`mined_pool`
+    mined_fraction: float = 0.0
     _rows: list[Utterance] | None = field(default=None, init=False, repr=False)
     _audio: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     _augmenters: dict[str, tuple[Augmenter, Augmenter]] = field(default_factory=dict, init=False, repr=False)
@@ -268,6 +280,28 @@ class ClipSource:
                                                          "confusable": bool(u.extra.get("confusable"))}))
         if bad:
             log.warning("clips: skipped %d undecodable %s file(s) of split %s, first: %s", len(bad), kind, split, bad[0])
+        return pool
+
+    def mined_pool(self) -> list[Word]:
+        """The mined windows of ``mined_manifest`` (JSONL rows ``audio_filepath`` relative to its
+        folder, ``split``) as negatives with meta ``mined: True``; empty without a manifest.
+
+        Raises:
+            ShardError: a row whose ``split`` is not ``train`` (never train on evaluation audio),
+                or a window that cannot be decoded.
+        """
+        if self.mined_manifest is None:
+            return []
+        folder, pool = Path(self.mined_manifest).parent, []
+        for row in read_jsonl(self.mined_manifest):
+            if row.get("split") != "train":
+                raise ShardError(f"{self.mined_manifest}: mined window {row.get('audio_filepath')!r} has split "
+                                 f"{row.get('split')!r}; only train audio may be mined")
+            try:
+                wav, _ = read_audio(folder / row["audio_filepath"], target_sr=self.sample_rate)
+            except AudioDecodeError as exc:
+                raise ShardError(f"{self.mined_manifest}: {exc}") from exc
+            pool.append((wav, {"text": "", "speaker": "", "path": row["audio_filepath"], "mined": True}))
         return pool
 
     def augmenters(self, split: str) -> tuple[Augmenter, Augmenter] | None:
@@ -323,6 +357,7 @@ class ClipSource:
             if not pool:
                 raise ShardError(f"{self.root / self.manifest_name}: no valid {kind} row for split {split!r}")
         hard = [w for w in negatives if w[1]["confusable"]]
+        mined = self.mined_pool() if split == "train" else []  # mined windows: train clips only
         split_id = zlib.crc32(split.encode())
         augmenters = self.augmenters(split)
         for aug in augmenters or ():
@@ -339,6 +374,7 @@ class ClipSource:
                                             self.positive_gain_db, self.background_gain_db,
                                             positive_guard_s=self.label_seconds, hard_negatives=hard,
                                             hard_negative_fraction=self.hard_negative_fraction,
+                                            mined_negatives=mined, mined_fraction=self.mined_fraction,
                                             word_augment=word_augment)
             words = [s for s in segments if s["kind"] == "positive"]
             speakers = sorted({s["speaker"] for s in segments if s["speaker"]})

@@ -181,10 +181,20 @@ def effective_min_shards(cfg) -> int:
     return need
 
 
+def clips_fingerprint(clips) -> dict:
+    """``clips.*`` as it shapes the shard set, without ``hard_negative_mining``: mining never
+    changes the shard set (round 2's train shards live apart, under ``mined/<run id>/``), so turning
+    it on or off keeps the same config hash and reuses the same shards."""
+    out = OmegaConf.to_container(clips, resolve=True) if OmegaConf.is_config(clips) else dict(clips)
+    out.pop("hard_negative_mining", None)
+    return out
+
+
 def shard_config_hash(cfg) -> str:
     """Stable 12-hex hash of everything that changes shard content.
 
-    Trigger word: sample rate, shard format / size / count, ``clips.*``, seed, layout version, and
+    Trigger word: sample rate, shard format / size / count, ``clips.*`` (without
+    ``clips.hard_negative_mining``, :func:`clips_fingerprint`), seed, layout version, and
     when ``augment.enabled`` the augmentation (:func:`~seqflow.shards.clips.augment_fingerprint`:
     the section without ``cache_dir``, the files of ``noise_dirs`` with their sizes; with
     augmentation off the hash is what it was before augmentation existed);
@@ -204,7 +214,7 @@ def shard_config_hash(cfg) -> str:
             "sample_rate": int(cfg.audio.sample_rate),
             "format": str(cfg.shards.format), "target_bytes": int(cfg.shards.target_bytes),
             "min_shards": effective_min_shards(cfg),
-            "clips": OmegaConf.to_container(cfg.clips, resolve=True),
+            "clips": clips_fingerprint(cfg.clips),
             "seed": int(cfg.seed),
         }
         augment = augment_fingerprint(OmegaConf.to_container(cfg.augment, resolve=True) if "augment" in cfg else None)

@@ -33,6 +33,7 @@ TAG_DATA_MD5 = "data.dvc_md5"
 TAG_GIT_COMMIT = "git.commit"
 TAG_SHARDS_URI = "shards.uri"
 TAG_RAY_WORKERS = "ray.num_workers"
+TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
 
 
 def experiment_name(model_name: str, prefix: str = "seqflow") -> str:
@@ -195,18 +196,32 @@ def log_config_params(cfg: Any, run_id: str | None = None, client: MlflowClient 
     return log_params_batched(flatten_params(cfg), run_id=run_id, client=client)
 
 
-def start_training_run(cfg: Any, tags: Mapping[str, str]) -> str:
+def start_training_run(cfg: Any, tags: Mapping[str, str], parent_run_id: str | None = None,
+                       run_name: str | None = None) -> str:
     """Create the run a training job logs into (experiment ``seqflow/<model>`` set up from
     ``cfg.tracking``): the standard ``tags``, every config value as a param and the resolved
-    config as ``config.yaml``. Returns the run id; the run is left for Ray workers to log to."""
+    config as ``config.yaml``. Returns the run id; the run is left for Ray workers to log to.
+
+    ``parent_run_id``: nest the run under that run (tag ``mlflow.parentRunId``, which the MLflow UI
+    shows as a child row; the parent need not be active). ``run_name``: MLflow's run name
+    (default: a generated one)."""
     from omegaconf import OmegaConf
 
     setup_mlflow(cfg.tracking.tracking_uri, cfg.tracking.artifact_location,
                  experiment_name(cfg.model.name, cfg.tracking.experiment_prefix))
-    with mlflow.start_run(tags=dict(tags)) as run:
+    tags = {**dict(tags), **({TAG_PARENT_RUN: str(parent_run_id)} if parent_run_id else {})}
+    with mlflow.start_run(tags=tags, run_name=run_name) as run:
         log_config_params(cfg, run_id=run.info.run_id)
         mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
         return run.info.run_id
+
+
+def child_runs(parent_run_id: str) -> list:
+    """The runs nested under ``parent_run_id`` (tag ``mlflow.parentRunId``), oldest first."""
+    client = MlflowClient()
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{TAG_PARENT_RUN}` = '{parent_run_id}'")
+    return sorted(runs, key=lambda r: r.info.start_time)
 
 
 def use_store(tracking_uri: str) -> None:
