@@ -17,6 +17,7 @@ TINY_OVERRIDES = [
     "data.negatives_per_voice=6",
     "data.num_negatives=12",
     "data.num_confusables=4",
+    "data.hard_negatives={partials: 1, phoneme_edits: 1, rhymes: 1}",
     "data.num_sentences=24",
     "data.background_seconds=8.0",
     "data.backgrounds_per_kind={train: 1, val: 1, test: 1}",

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 OVERRIDES = [
     "data.num_voices=16", "data.renders_per_voice=8", "data.negatives_per_voice=16",
     # plain negative words here: robustness to sound-alikes is measured by the pipeline's FRR/FA-h
-    "data.num_negatives=30", "data.num_confusables=0", "clips.hard_negative_fraction=0.0",
+    "data.num_negatives=30", "data.num_confusables=0",
+    "data.hard_negatives={partials: 0, phoneme_edits: 0, rhymes: 0}", "clips.hard_negative_fraction=0.0",
     "data.num_sentences=0", "data.background_seconds=20.0",
     "data.backgrounds_per_kind={train: 2, val: 1, test: 1}",
     "clips.duration=5.0", "clips.train_clips=480", "clips.val_clips=16", "clips.test_clips=60",
