@@ -108,3 +108,13 @@ def test_split_content_hash_ignores_order_and_sees_content() -> None:
     a = [("k1", w, {"text": "x"}), ("k2", w + 1, {"text": "y"})]
     assert split_content_hash(a) == split_content_hash(a[::-1])
     assert split_content_hash(a) != split_content_hash([("k1", w, {"text": "x"}), ("k2", w + 2, {"text": "y"})])
+
+
+def test_negative_streams_hold_only_non_phrase_non_sound_alike_rows_of_the_half(tmp_path: Path) -> None:
+    from seqflow.evaluate.on_sets import negative_streams
+
+    es = read_set("words", _set(tmp_path, ROWS), ["trigger_word"])
+    det = TriggerWordDetector(TriggerWordNet(40, conv_channels=8, gru_hidden=4), LogMel(), threshold=0.0)
+    assert negative_streams(det, es, "activate", "dev").seconds == 0.0  # dev holds the phrase only
+    scored = negative_streams(det, es, "activate", "eval")  # c ("activated") and d; not b (phrase), e (sound-alike)
+    assert scored.seconds == pytest.approx(2 * 0.5) and scored.num_positives == 0

@@ -27,6 +27,7 @@ import numpy as np
 
 from seqflow.audio.io import read_audio
 from seqflow.evaluate.sets import EvalSet
+from seqflow.evaluate.streams import ScoredStreams
 from seqflow.serve.detector import TriggerWordDetector, detect
 from seqflow.text.normalize import TextNormalizationError, normalize_text
 
@@ -64,14 +65,10 @@ def trigger_word_on_set(detector: TriggerWordDetector, es: EvalSet, phrase: str,
     neg_rows = [r for r in rows if not r.get("confusable") and not contains_phrase(r.get("text", ""), phrase)]
     detected, _ = _fired_alone(detector, pos_rows)
     conf_fired, conf_hours = _fired_alone(detector, conf_rows)
-    # other negatives: utterances joined in order into a few continuous streams
-    streams: list[list[np.ndarray]] = [[] for _ in range(NEGATIVE_STREAMS)]
-    for i, (_r, w) in enumerate(_audio(neg_rows, sr)):
-        streams[i % NEGATIVE_STREAMS].append(w)
-    joined = [np.concatenate(s) for s in streams if s]
+    negatives = _joined_scores(detector, neg_rows)
     false_accepts = sum(len(detect(probs, detector.step_s, th, detector.refractory_s, detector.first_step_end_s))
-                        for probs in (detector.scores_many(joined) if joined else []))
-    hours = sum(len(j) for j in joined) / sr / 3600.0
+                        for probs in negatives.probs)
+    hours = negatives.seconds / 3600.0
     nan = float("nan")
     return {"detected": detected / len(pos_rows) if pos_rows else nan,
             "num_positives": float(len(pos_rows)), "num_detected": float(detected),
@@ -81,6 +78,26 @@ def trigger_word_on_set(detector: TriggerWordDetector, es: EvalSet, phrase: str,
             "confusable_trigger_rate": conf_fired / len(conf_rows) if conf_rows else nan,
             "num_confusables": float(len(conf_rows)), "num_confusable_triggers": float(conf_fired),
             "threshold": float(th)}
+
+
+def _joined_scores(detector: TriggerWordDetector, rows: list[dict]) -> ScoredStreams:
+    """``rows``' audio joined in order into ``NEGATIVE_STREAMS`` continuous streams, scored once."""
+    streams: list[list[np.ndarray]] = [[] for _ in range(NEGATIVE_STREAMS)]
+    for i, (_r, w) in enumerate(_audio(rows, detector.sample_rate)):
+        streams[i % NEGATIVE_STREAMS].append(w)
+    joined = [np.concatenate(s) for s in streams if s]
+    empty = np.zeros((0, 2), dtype=np.float64)
+    return ScoredStreams(probs=detector.scores_many(joined) if joined else [], positives=[empty] * len(joined),
+                         confusables=[empty] * len(joined), seconds=sum(len(j) for j in joined) / detector.sample_rate,
+                         step_s=detector.step_s, first_step_end_s=detector.first_step_end_s)
+
+
+def negative_streams(detector: TriggerWordDetector, es: EvalSet, phrase: str, half: str = "dev") -> ScoredStreams:
+    """Scores of ``half``'s utterances that are neither the phrase nor a sound-alike, joined into
+    continuous streams (no positives): the audio a threshold may be calibrated against
+    (``evaluate.calibration_sets``, dev half only)."""
+    rows = [r for r in es.half(half) if not r.get("confusable") and not contains_phrase(r.get("text", ""), phrase)]
+    return _joined_scores(detector, rows)
 
 
 def _fired_alone(detector: TriggerWordDetector, rows: list[dict]) -> tuple[int, float]:

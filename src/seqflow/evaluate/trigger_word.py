@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from seqflow.evaluate.streams import ScoredStreams, count_outcomes, negative_seconds
+from seqflow.serve.detector import detect
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,18 @@ def det_curve(scored: ScoredStreams, match: Matching, thresholds: int | Sequence
     return curve
 
 
+def fa_per_hour_curve(scored: ScoredStreams, refractory_s: float, thresholds: int | Sequence[float] = 99
+                      ) -> list[float]:
+    """Detections per hour of ``scored`` at each swept threshold (ascending): for streams that hold
+    no trigger phrase at all (real speech, real noise), every detection is a false accept."""
+    hours = scored.seconds / 3600.0
+    out = []
+    for th in sweep_thresholds(thresholds):
+        n = sum(len(detect(p, scored.step_s, float(th), refractory_s, scored.first_step_end_s)) for p in scored.probs)
+        out.append(n / hours if hours > 0 else 0.0)
+    return out
+
+
 def sweep_points(curve: Mapping[str, Sequence[float]], fa_per_hour_targets: Sequence[float],
                  prefix: str = "test") -> dict[str, float]:
     """DET sweep points ``<prefix>/frr_at_<t>fah``: FRR at the lowest swept threshold whose FA/h
@@ -97,9 +110,12 @@ class Calibration:
 
 
 def calibrate(val_curve: Mapping[str, Sequence[float]], target_fa_per_hour: float,
-              max_confusable_trigger_rate: float | None = None) -> Calibration:
-    """The lowest threshold of the **val** curve with ``fa_per_hour <= target_fa_per_hour`` and
-    (when given and the curve has it) ``confusable_trigger_rate <= max_confusable_trigger_rate``.
+              max_confusable_trigger_rate: float | None = None,
+              fa_curves: Mapping[str, Sequence[float]] | None = None) -> Calibration:
+    """The lowest threshold of the **val** curve with ``fa_per_hour <= target_fa_per_hour``,
+    (when given and the curve has it) ``confusable_trigger_rate <= max_confusable_trigger_rate``,
+    and every curve of ``fa_curves`` (FA/h of other negative-only audio at the same thresholds,
+    e.g. the dev halves of real-speech sets: :func:`fa_per_hour_curve`) at most the target too.
 
     If none meets both, the threshold closest to them: smallest sum of the relative excesses over
     each target (the highest such threshold on ties).
@@ -112,11 +128,17 @@ def calibrate(val_curve: Mapping[str, Sequence[float]], target_fa_per_hour: floa
         raise ValueError("calibrate: empty val curve")
     conf = np.asarray(val_curve.get("confusable_trigger_rate", np.zeros_like(ths)), dtype=np.float64)
     cmax = np.inf if max_confusable_trigger_rate is None else float(max_confusable_trigger_rate)
-    ok = np.flatnonzero((fah <= target_fa_per_hour) & (conf <= cmax))
+    extra = [np.asarray(c, dtype=np.float64) for c in (fa_curves or {}).values()]
+    if any(c.shape != ths.shape for c in extra):
+        raise ValueError("calibrate: fa_curves must have one value per threshold of the val curve")
+    ok = np.flatnonzero((fah <= target_fa_per_hour) & (conf <= cmax)
+                        & np.all([c <= target_fa_per_hour for c in extra] or [True], axis=0))
     if ok.size:
         i, met = int(ok[0]), True
     else:
         excess = np.maximum(fah - target_fa_per_hour, 0.0) / max(target_fa_per_hour, 1e-9)
+        for c in extra:
+            excess = excess + np.maximum(c - target_fa_per_hour, 0.0) / max(target_fa_per_hour, 1e-9)
         if np.isfinite(cmax):
             excess = excess + np.maximum(conf - cmax, 0.0) / max(cmax, 1e-9)
         i, met = int(np.flatnonzero(excess == excess.min())[-1]), False

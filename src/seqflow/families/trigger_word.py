@@ -33,9 +33,34 @@ def _clips(index: str):
     return ((wav, meta["segments"]) for _key, wav, meta in iter_samples(index))
 
 
+def _calibration_sets(cfg: DictConfig, detector, match) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """FA/h curves (at the sweep's thresholds) of the **dev** halves of ``evaluate.calibration_sets``
+    (real speech, real noise: audio the synthetic val stream lacks), and their hours; a set that is
+    not configured or whose manifest is absent is skipped with one log line."""
+    from seqflow.evaluate.on_sets import negative_streams
+    from seqflow.evaluate.sets import load_eval_sets
+    from seqflow.evaluate.trigger_word import fa_per_hour_curve
+
+    ev = cfg.evaluate
+    wanted = [str(n) for n in (ev.get("calibration_sets") or [])]
+    sets = {s.name: s for s in load_eval_sets(ev.sets, kind="trigger_word") if s.name in wanted}
+    curves, hours = {}, {}
+    for name in wanted:
+        if name not in sets:
+            log.info("calibration set %s skipped: not among the available trigger_word evaluation sets", name)
+            continue
+        scored = negative_streams(detector, sets[name], str(cfg.data.trigger_word), half="dev")
+        if scored.seconds > 0:
+            curves[name] = fa_per_hour_curve(scored, match.refractory_s, int(ev.thresholds))
+            hours[name] = scored.seconds / 3600.0
+    return curves, hours
+
+
 def calibrate_on_val(cfg: DictConfig, detector, shards: dict) -> tuple[float, Packaged]:
     """Score the val stream with ``detector`` and choose the operating threshold there: the lowest
-    with at most ``evaluate.target_fa_per_hour`` false accepts per hour of negative audio.
+    with at most ``evaluate.target_fa_per_hour`` false accepts per hour of negative audio, at most
+    ``evaluate.max_confusable_trigger_rate`` of sound-alikes firing, and at most the target FA/h on
+    the dev half of each ``evaluate.calibration_sets`` set (``calibration/<set>/*`` metrics).
     Returns ``(threshold, Packaged(val metrics, calibration tags, val DET curve))``; shared by
     every trigger-word family (any detector with ``scores_many``, ``step_s``, ``threshold``)."""
     from seqflow.evaluate.streams import score_clip_streams
@@ -44,9 +69,15 @@ def calibrate_on_val(cfg: DictConfig, detector, shards: dict) -> tuple[float, Pa
     ev, match = cfg.evaluate, matching(cfg)
     val = score_clip_streams(detector, _clips(shards["index"]["val"]))
     curve = det_curve(val, match, int(ev.thresholds))
+    fa_curves, hours = _calibration_sets(cfg, detector, match)
     max_conf = ev.get("max_confusable_trigger_rate")
-    cal = calibrate(curve, float(ev.target_fa_per_hour), None if max_conf is None else float(max_conf))
+    cal = calibrate(curve, float(ev.target_fa_per_hour), None if max_conf is None else float(max_conf), fa_curves)
     metrics = measure(val, cal.threshold, match, prefix="val")
+    i = curve["thresholds"].index(cal.threshold)
+    for name, fah in fa_curves.items():
+        metrics.update({f"calibration/{name}/fa_per_hour": fah[i], f"calibration/{name}/hours": hours[name]})
+        log.info("calibration: dev half of %s (%.2f h): %.3g FA/h at threshold %.4f", name, hours[name], fah[i],
+                 cal.threshold)
     if metrics["val/negative_hours"] * cal.target_fa_per_hour < 1.0:
         log.warning("val stream holds %.2f h of negative audio: too little to resolve %.3g FA/h (needs >= %.2f h); "
                     "raise clips.val_clips", metrics["val/negative_hours"], cal.target_fa_per_hour,
