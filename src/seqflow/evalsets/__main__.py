@@ -1,6 +1,7 @@
 """``python -m seqflow.evalsets [--root eval-data] [--sets a,b] [--max-files N] [--max-seconds S]``.
 
-Builds the real-audio evaluation sets; prints ``eval-data: skipped (<reason>)`` and exits 0 where
+Builds the real-audio evaluation sets (and the train-only banks ``train-noise/`` and
+``train-speech/``, :mod:`seqflow.evalsets.train_noise`); prints ``eval-data: skipped (<reason>)`` and exits 0 where
 the Debian packages cannot be obtained (no apt-get, no network).
 """
 
@@ -27,10 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sets = [s for s in a.sets.split(",") if s] or None
     built = build_eval_data(a.root, sets, Caps(a.max_files, a.max_seconds), progress=not a.no_progress)
-    if built:  # the packages can be fetched here: also the train-only noise bank
-        from seqflow.evalsets.train_noise import build_train_noise
+    if built:  # the packages can be fetched here: also the train-only noise and speech banks
+        from seqflow.evalsets.train_noise import bank_seconds, build_train_noise, build_train_speech
 
         build_train_noise(a.root, progress=not a.no_progress)
+        for folder in build_train_speech(a.root, progress=not a.no_progress):
+            print(f"eval-data: train-speech/{folder.name}: {bank_seconds(folder) / 3600:.3f} h -> {folder}")
     for name, manifest in built.items():
         meta = json.loads((manifest.parent / "set.json").read_text())
         per = "  ".join(f"{s} {v['num_utterances']} utt {v['hours']:.3f} h" for s, v in meta["per_split"].items())

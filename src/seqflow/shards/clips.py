@@ -38,6 +38,7 @@ from seqflow.audio.io import AUDIO_SUFFIXES, read_audio
 from seqflow.audio.rooms import RirBank
 from seqflow.data.manifest import Utterance, read_jsonl, read_manifest
 from seqflow.errors import AudioDecodeError, ShardError
+from seqflow.shards.real_speech import RealSpeech, SpeechBank
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
                     negative_gain_db: Sequence[float] | None = None, max_tries: int = 50,
                     positive_guard_s: float = 0.0, hard_negatives: Sequence[Word] = (),
                     hard_negative_fraction: float = 0.0, mined_negatives: Sequence[Word] = (),
-                    mined_fraction: float = 0.0,
+                    mined_fraction: float = 0.0, real_speech: SpeechBank | None = None,
                     word_augment: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, list[dict]]:
     """Overlay random positives and negatives on a random background stretch.
 
@@ -122,6 +123,7 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
             (hard-negative mining's windows, :mod:`seqflow.mining`) with this probability; its
             segment gets ``"mined": True``. With no mined windows no random number is drawn for
             this, so the clips are exactly those of a run without mining.
+        real_speech: else, with its ``fraction``, a cut of a real voice (:mod:`seqflow.shards.real_speech`), flagged.
         word_augment: applied to every picked word before it is placed (its own randomness; it
             may change the length, the segment spans the changed word); ``None``: words as rendered.
 
@@ -142,6 +144,8 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
         for _ in range(count):
             if kind == "negative" and mined_negatives and rng.random() < mined_fraction:
                 src = mined_negatives
+            elif kind == "negative" and real_speech and rng.random() < real_speech.fraction:
+                src = real_speech.draw(rng, sr)
             else:
                 src = hard_negatives if (kind == "negative" and hard_negatives
                                          and rng.random() < hard_negative_fraction) else pool
@@ -162,8 +166,7 @@ def synthesize_clip(rng: np.random.Generator, background: np.ndarray, positives:
         segments.append({"kind": kind, "start": start / sr, "end": (start + len(wav)) / sr,
                          "text": str(meta.get("text", "")), "speaker": str(meta.get("speaker") or ""),
                          "confusable": bool(meta.get("confusable"))})
-        if meta.get("mined"):
-            segments[-1]["mined"] = True
+        segments[-1].update({flag: True for flag in ("mined", "real_speech") if meta.get(flag)})
     peak = float(np.max(np.abs(clip))) if n else 0.0
     if peak > PEAK_LIMIT:
         clip *= np.float32(PEAK_LIMIT / peak)
@@ -230,6 +233,7 @@ class ClipSource:
     augment: Mapping[str, Any] | None = None
     mined_manifest: Path | None = None  # hard-negative mining windows (train only), see :meth:`mined_pool`
     mined_fraction: float = 0.0
+    real_speech: RealSpeech = field(default_factory=RealSpeech)  # train-only real voices (clips.real_speech)
     _rows: list[Utterance] | None = field(default=None, init=False, repr=False)
     _audio: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     _augmenters: dict[str, tuple[Augmenter, Augmenter]] = field(default_factory=dict, init=False, repr=False)
@@ -247,7 +251,7 @@ class ClipSource:
                    positive_gain_db=tuple(float(g) for g in c.positive_gain_db),
                    background_gain_db=tuple(float(g) for g in c.background_gain_db),
                    label_seconds=float(c.label_seconds), hard_negative_fraction=float(c.hard_negative_fraction),
-                   seed=int(cfg.seed), clip_counts={s: int(c[f"{s}_clips"]) for s in SPLITS}, augment=augment)
+                   seed=int(cfg.seed), clip_counts={s: int(c[f"{s}_clips"]) for s in SPLITS}, augment=augment, real_speech=RealSpeech.from_clips(c))
 
     def num_clips(self, split: str) -> int:
         """Clips to synthesize for ``split`` (``clips.<split>_clips``)."""
@@ -358,6 +362,7 @@ class ClipSource:
                 raise ShardError(f"{self.root / self.manifest_name}: no valid {kind} row for split {split!r}")
         hard = [w for w in negatives if w[1]["confusable"]]
         mined = self.mined_pool() if split == "train" else []  # mined windows: train clips only
+        real = self.real_speech.bank(self.sample_rate, trim_silence) if split == "train" else None  # train only
         split_id = zlib.crc32(split.encode())
         augmenters = self.augmenters(split)
         for aug in augmenters or ():
@@ -375,7 +380,7 @@ class ClipSource:
                                             positive_guard_s=self.label_seconds, hard_negatives=hard,
                                             hard_negative_fraction=self.hard_negative_fraction,
                                             mined_negatives=mined, mined_fraction=self.mined_fraction,
-                                            word_augment=word_augment)
+                                            real_speech=real, word_augment=word_augment)
             words = [s for s in segments if s["kind"] == "positive"]
             speakers = sorted({s["speaker"] for s in segments if s["speaker"]})
             meta = {"duration": len(wav) / self.sample_rate, "sample_rate": self.sample_rate,

@@ -32,6 +32,7 @@ from seqflow.audio.io import encode_audio
 from seqflow.data.manifest import QUARANTINE_NAME
 from seqflow.errors import ShardError
 from seqflow.shards.clips import SPLITS, ClipSource, augment_fingerprint
+from seqflow.shards.real_speech import real_speech_fingerprint
 from seqflow.shards.index import INDEX_NAME, finish_index, verify_index
 from seqflow.shards.utterances import UtteranceSource, utterance_shard_config
 
@@ -184,9 +185,11 @@ def effective_min_shards(cfg) -> int:
 def clips_fingerprint(clips) -> dict:
     """``clips.*`` as it shapes the shard set, without ``hard_negative_mining``: mining never
     changes the shard set (round 2's train shards live apart, under ``mined/<run id>/``), so turning
-    it on or off keeps the same config hash and reuses the same shards."""
+    it on or off keeps the same config hash and reuses the same shards. Nor ``real_speech``: it joins
+    the hash as its files only when used (:func:`~seqflow.shards.real_speech.real_speech_fingerprint`)."""
     out = OmegaConf.to_container(clips, resolve=True) if OmegaConf.is_config(clips) else dict(clips)
     out.pop("hard_negative_mining", None)
+    out.pop("real_speech", None)
     return out
 
 
@@ -197,7 +200,8 @@ def shard_config_hash(cfg) -> str:
     ``clips.hard_negative_mining``, :func:`clips_fingerprint`), seed, layout version, and
     when ``augment.enabled`` the augmentation (:func:`~seqflow.shards.clips.augment_fingerprint`:
     the section without ``cache_dir``, the files of ``noise_dirs`` with their sizes; with
-    augmentation off the hash is what it was before augmentation existed);
+    augmentation off the hash is what it was before augmentation existed), and the real speech
+    files of ``clips.real_speech`` when any exist (absent folders: the hash of before);
     nothing of ``model.*``: clips store segment times, labels are derived at load from the net's
     own step geometry, so a different hop or conv stride reuses the same shards. ASR
     (``model.name`` ctc | transformer, which share shards): family ``asr``, sample rate, format / size / count, hop, tokenizer kind and size, data
@@ -217,6 +221,9 @@ def shard_config_hash(cfg) -> str:
             "clips": clips_fingerprint(cfg.clips),
             "seed": int(cfg.seed),
         }
+        real_speech = real_speech_fingerprint(cfg.clips)
+        if real_speech is not None:  # unused (folders absent): the hash of shards made before it existed
+            relevant["real_speech"] = real_speech
         augment = augment_fingerprint(OmegaConf.to_container(cfg.augment, resolve=True) if "augment" in cfg else None)
         if augment is not None:
             relevant["augment"] = augment
