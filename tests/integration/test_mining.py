@@ -31,7 +31,7 @@ def test_mining_round_trains_twice_and_registers_round_two(project: Path, tiny_o
 
     mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
     client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name("seqflow/trigger_word")
+    exp = client.get_experiment_by_name("seqflow/trigger_word_embedding")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(runs) == 3 and len(parents) == 1, [r.info.run_name for r in runs]
@@ -69,7 +69,7 @@ def test_mining_round_trains_twice_and_registers_round_two(project: Path, tiny_o
                    for _k, _w, meta in iter_samples(root / split / "index.json") for s in meta["segments"])
 
     # register: round 2's package is the registered version
-    mv = client.get_model_version_by_alias("seqflow-trigger-word-activate", "champion")
+    mv = client.get_model_version_by_alias("seqflow-trigger-word-emb-activate", "champion")
     assert mv.run_id == r2.info.run_id
     assert "mining/num_windows" in out and "seqflow pipeline finished" in out
     summary = json.loads((folder / "summary.json").read_text())

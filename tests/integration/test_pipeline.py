@@ -77,13 +77,13 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None
 
     mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
     client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name("seqflow/trigger_word")
+    exp = client.get_experiment_by_name("seqflow/trigger_word_embedding")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1
     run = runs[0]
     assert run.data.tags["ray.num_workers"] == "2"
     assert run.data.tags["data.dvc_md5"] in dvc_text
-    assert run.data.params["model.net.conv_channels"] == "196"
+    assert run.data.params["model.net.gru_hidden"] == "128"  # the default: speech-embedding front end
     for key in ("train/loss", "val/loss", "test/frr_at_0.5fah", "test/frr_at_1fah",
                 "throughput/samples_per_s", "train/samples_rank0", "train/samples_rank1",
                 "val/threshold", "val/frr", "test/frr", "test/fa_per_hour", "test/num_false_accepts",
@@ -107,22 +107,22 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None
     assert sum(p.endswith(".flac") for p in examples) == 4  # augmented training clips, to listen to
 
     # register: a version with both aliases (first version: no champion yet, so it is promoted)
-    mv = client.get_model_version_by_alias("seqflow-trigger-word-activate", "champion")
+    mv = client.get_model_version_by_alias("seqflow-trigger-word-emb-activate", "champion")
     assert mv.run_id == run.info.run_id
-    assert client.get_model_version_by_alias("seqflow-trigger-word-activate", "challenger").version == mv.version
+    assert client.get_model_version_by_alias("seqflow-trigger-word-emb-activate", "challenger").version == mv.version
     assert client.list_artifacts(run.info.run_id, "package")  # what evaluate scored and register shipped
     assert "promoted" in client.get_run(run.info.run_id).data.tags.get("promotion.decision", "")
 
     # the summary the user sees
-    assert "seqflow pipeline finished" in out and "seqflow-trigger-word-activate" in out
+    assert "seqflow pipeline finished" in out and "seqflow-trigger-word-emb-activate" in out
 
     # re-evaluate the champion on the current test split and sets, logged on its own run
-    ev = run_seqflow(project, "evaluate", "models:/seqflow-trigger-word-activate@champion", *tiny_overrides,
+    ev = run_seqflow(project, "evaluate", "models:/seqflow-trigger-word-emb-activate@champion", *tiny_overrides,
                      timeout=600)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-3000:]
     assert "test/frr" in ev.stdout and run.info.run_id in ev.stdout
     again = client.get_run(run.info.run_id).data
-    assert again.tags["eval.reevaluated_for"] == f"seqflow-trigger-word-activate/{mv.version}"
+    assert again.tags["eval.reevaluated_for"] == f"seqflow-trigger-word-emb-activate/{mv.version}"
     assert again.metrics["test/frr"] == run.data.metrics["test/frr"]  # same package, same test set
 
     # detect through the registered model on a real clip; bad file → exit 2 naming it

@@ -48,4 +48,6 @@ def test_one_registered_model_per_trigger_phrase(word, expected):
 
     assert slug(word) == expected
     cfg = load_config([f"data.trigger_word='{word}'"])
+    assert cfg.model.registered_name == f"seqflow-trigger-word-emb-{expected}"  # the default model
+    cfg = load_config([f"data.trigger_word='{word}'", "model=trigger_word"])
     assert cfg.model.registered_name == f"seqflow-trigger-word-{expected}"

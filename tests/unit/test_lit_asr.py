@@ -142,7 +142,7 @@ def test_factory_builds_from_the_real_config_and_reloads_a_checkpoint(name, tmp_
 
 
 def test_trigger_word_factory_path_unchanged() -> None:
-    cfg = load_config([])
+    cfg = load_config(["model=trigger_word"])
     module = build_module(cfg)
     assert type(module).__name__ == "TriggerWordModule"
     assert OmegaConf.to_container(cfg.model.net)["conv_kernel"] == module.net.conv_kernel

@@ -173,7 +173,7 @@ def test_clip_source_from_config_ignores_the_network(tmp_path):
     from seqflow.config import load_config
 
     make_corpus(tmp_path)
-    base = ["clips.duration=3.0", "clips.train_clips=3", f"augment.cache_dir={tmp_path}/cache", "augment.rir_bank_size=4"]
+    base = ["model=trigger_word", "clips.duration=3.0", "clips.train_clips=3", f"augment.cache_dir={tmp_path}/cache", "augment.rir_bank_size=4"]
     a = ClipSource.from_config(load_config(base), tmp_path)
     b = ClipSource.from_config(load_config(base + ["model.net.conv_stride=2", "model.features.hop_length=320"]),
                                tmp_path)

@@ -107,7 +107,7 @@ def test_verify_index_reports_corrupt_and_missing_shards(tmp_path):
 
 
 def _cfg(tmp_path, *extra):
-    return load_config([f"shards.root={tmp_path}/shards", f"data.root={tmp_path}/data", "clips.duration=2.0",
+    return load_config(["model=trigger_word", f"shards.root={tmp_path}/shards", f"data.root={tmp_path}/data", "clips.duration=2.0",
                         "clips.train_clips=8", "clips.val_clips=4", "clips.test_clips=4", "shards.min_shards=2",
                         "ray.num_workers=2", "trainer.num_workers=1", f"augment.cache_dir={tmp_path}/cache/rirs",
                         "augment.rir_bank_size=8", *extra])

@@ -139,7 +139,7 @@ def test_two_trigger_words_register_under_two_names_each_with_a_champion(store):
 
     client, uri = store
     names = [load_config([f"data.trigger_word='{w}'"]).model.registered_name for w in ("activate", "hey jarvis")]
-    assert names == ["seqflow-trigger-word-activate", "seqflow-trigger-word-hey-jarvis"]
+    assert names == ["seqflow-trigger-word-emb-activate", "seqflow-trigger-word-emb-hey-jarvis"]
     gate = load_config([]).model.gate
     decisions = []
     for name, frr in zip(names, (0.2, 0.6)):

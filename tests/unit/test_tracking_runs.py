@@ -87,7 +87,7 @@ def test_flatten_real_config_dotted_keys_lists_and_truncation():
     cfg = load_config(["data.trigger_word=activate"])
     params = flatten_params(cfg)
     assert params["model.net.gru_hidden"] == "128"
-    assert params["model.registered_name"] == "seqflow-trigger-word-activate"
+    assert params["model.registered_name"] == "seqflow-trigger-word-emb-activate"
     assert params["clips.positive_gain_db"] == "[-6, 3]"
     assert all(isinstance(v, str) and len(v) <= MAX_PARAM_VALUE_LEN for v in params.values())
 
@@ -102,7 +102,7 @@ def test_log_params_batched_over_100_and_real_config(store):
     many = {f"p.{i:03d}": i for i in range(250)}
     with mlflow.start_run() as run:
         assert log_params_batched(many) == 250
-        n_cfg = log_config_params(load_config([]))
+        n_cfg = log_config_params(load_config(["model=trigger_word"]))
     params = MlflowClient(uri).get_run(run.info.run_id).data.params
     assert len(params) == 250 + n_cfg
     assert params["p.249"] == "249" and params["model.net.conv_kernel"] == "15"
