@@ -142,7 +142,8 @@ def test_a_model_family_declared_outside_seqflow_trains_through_the_flow(project
     shards, trains on two Ray ranks, is packaged, evaluated, registered and served."""
     toy_dir = Path(__file__).parent / "toy_family"
     monkeypatch.setenv("PYTHONPATH", f"{toy_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    toy = ["model.family=toy_trigger_family", "model.name=toy_trigger", "model.registered_name=seqflow-toy-trigger"]
+    toy = ["model=trigger_word", "model.family=toy_trigger_family", "model.name=toy_trigger",
+           "model.registered_name=seqflow-toy-trigger"]
     proc = run_seqflow(project, "pipeline", *tiny_overrides, *toy)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
