@@ -25,6 +25,7 @@ from seqflow.shards.reader import iter_samples, make_dataloader
 pytestmark = pytest.mark.slow
 
 OVERRIDES = [
+    "model=trigger_word",  # the course's log-mel model (the default is the speech-embedding one)
     "data.num_voices=16", "data.renders_per_voice=8", "data.negatives_per_voice=16",
     # plain negative words here: robustness to sound-alikes is measured by the pipeline's FRR/FA-h
     "data.num_negatives=30", "data.num_confusables=0",
