@@ -78,10 +78,11 @@ def calibrate_on_val(cfg: DictConfig, detector, shards: dict) -> tuple[float, Pa
         metrics.update({f"calibration/{name}/fa_per_hour": fah[i], f"calibration/{name}/hours": hours[name]})
         log.info("calibration: dev half of %s (%.2f h): %.3g FA/h at threshold %.4f", name, hours[name], fah[i],
                  cal.threshold)
-    if metrics["val/negative_hours"] * cal.target_fa_per_hour < 1.0:
-        log.warning("val stream holds %.2f h of negative audio: too little to resolve %.3g FA/h (needs >= %.2f h); "
-                    "raise clips.val_clips", metrics["val/negative_hours"], cal.target_fa_per_hour,
-                    1.0 / cal.target_fa_per_hour)
+    negative_hours = metrics["val/negative_hours"] + sum(hours.values())
+    if negative_hours * cal.target_fa_per_hour < 1.0:
+        log.warning("calibration holds %.2f h of negative audio (val stream and the dev halves of %s): too little "
+                    "to resolve %.3g FA/h (needs >= %.2f h); raise clips.val_clips", negative_hours,
+                    sorted(hours) or "no calibration set", cal.target_fa_per_hour, 1.0 / cal.target_fa_per_hour)
     if not cal.met:
         log.warning("calibration: no threshold reaches %.3g FA/h and a sound-alike trigger rate <= %s on val "
                     "(%.2f h of negative audio); using %.4f at %.3g FA/h, sound-alike rate %.3f",
@@ -93,7 +94,8 @@ def calibrate_on_val(cfg: DictConfig, detector, shards: dict) -> tuple[float, Pa
     return cal.threshold, Packaged(metrics=metrics,
                                    tags={"calibration.met": str(cal.met).lower(),
                                          "calibration.target_fa_per_hour": f"{cal.target_fa_per_hour:g}",
-                                         "calibration.max_confusable_trigger_rate": str(max_conf)},
+                                         "calibration.max_confusable_trigger_rate": str(max_conf),
+                                         "calibration.sets": ",".join(sorted(fa_curves)) or "none"},
                                    documents={"evaluation/val_det_curve.json": curve})
 
 
