@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from seqflow.evaluate.streams import ScoredStreams, count_outcomes, negative_seconds
-from seqflow.serve.detector import detect
 
 
 @dataclass(frozen=True)
@@ -67,18 +66,6 @@ def det_curve(scored: ScoredStreams, match: Matching, thresholds: int | Sequence
     return curve
 
 
-def fa_per_hour_curve(scored: ScoredStreams, refractory_s: float, thresholds: int | Sequence[float] = 99
-                      ) -> list[float]:
-    """Detections per hour of ``scored`` at each swept threshold (ascending): for streams that hold
-    no trigger phrase at all (real speech, real noise), every detection is a false accept."""
-    hours = scored.seconds / 3600.0
-    out = []
-    for th in sweep_thresholds(thresholds):
-        n = sum(len(detect(p, scored.step_s, float(th), refractory_s, scored.first_step_end_s)) for p in scored.probs)
-        out.append(n / hours if hours > 0 else 0.0)
-    return out
-
-
 def sweep_points(curve: Mapping[str, Sequence[float]], fa_per_hour_targets: Sequence[float],
                  prefix: str = "test") -> dict[str, float]:
     """DET sweep points ``<prefix>/frr_at_<t>fah``: FRR at the lowest swept threshold whose FA/h
@@ -115,7 +102,7 @@ def calibrate(val_curve: Mapping[str, Sequence[float]], target_fa_per_hour: floa
     """The lowest threshold of the **val** curve with ``fa_per_hour <= target_fa_per_hour``,
     (when given and the curve has it) ``confusable_trigger_rate <= max_confusable_trigger_rate``,
     and every curve of ``fa_curves`` (FA/h of other negative-only audio at the same thresholds,
-    e.g. the dev halves of real-speech sets: :func:`fa_per_hour_curve`) at most the target too.
+    e.g. :func:`det_curve`'s ``fa_per_hour`` on the dev halves of real-speech sets) at most the target too.
 
     If none meets both, the threshold closest to them: smallest sum of the relative excesses over
     each target (the highest such threshold on ties).

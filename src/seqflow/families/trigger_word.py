@@ -39,7 +39,7 @@ def _calibration_sets(cfg: DictConfig, detector, match) -> tuple[dict[str, list[
     not configured or whose manifest is absent is skipped with one log line."""
     from seqflow.evaluate.on_sets import negative_streams
     from seqflow.evaluate.sets import load_eval_sets
-    from seqflow.evaluate.trigger_word import fa_per_hour_curve
+    from seqflow.evaluate.trigger_word import det_curve
 
     ev = cfg.evaluate
     wanted = [str(n) for n in (ev.get("calibration_sets") or [])]
@@ -51,7 +51,8 @@ def _calibration_sets(cfg: DictConfig, detector, match) -> tuple[dict[str, list[
             continue
         scored = negative_streams(detector, sets[name], str(cfg.data.trigger_word), half="dev")
         if scored.seconds > 0:
-            curves[name] = fa_per_hour_curve(scored, match.refractory_s, int(ev.thresholds))
+            # no positives or sound-alikes in these streams: every detection is a false accept
+            curves[name] = det_curve(scored, match, int(ev.thresholds))["fa_per_hour"]
             hours[name] = scored.seconds / 3600.0
     return curves, hours
 
