@@ -22,6 +22,7 @@ import torch
 from seqflow.audio.features import LogMel
 from seqflow.errors import ConfigError, SeqflowError
 from seqflow.models.trigger_word import TriggerWordNet
+from seqflow.serve.detection_stream import DetectionStream
 from seqflow.shards.labels import step_seconds, step_to_seconds
 
 DEFAULT_FAMILY = "seqflow.families.trigger_word"
@@ -145,6 +146,47 @@ class TriggerWordDetector:
         probs, _ = self.scores(wav)
         return detect(probs, self.step_s, self.threshold if threshold is None else threshold,
                       self.refractory_s, self.first_step_end_s)
+
+    def stream(self, threshold: float | None = None) -> DetectionStream:
+        """A push-based stream over this detector (``push(wav) -> detections``, ``flush()``,
+        ``seconds``); its step probabilities equal :meth:`scores` of the concatenated pushes.
+        See :mod:`seqflow.serve.detection_stream` for the streaming ``end``/``score`` semantics.
+
+        Args: threshold: detection threshold (``None``: :attr:`threshold`).
+        """
+        return DetectionStream(self, threshold)
+
+    # -- hooks of DetectionStream: which steps the samples so far determine, and their scores --
+
+    def stream_steps_ready(self, num_samples: int, final: bool) -> int:
+        """Output steps determined by the first ``num_samples`` samples: every log-mel frame of
+        their receptive field is complete (frame ``f`` needs samples up to ``f*hop + n_fft/2``);
+        at the end of the stream (``final``) all :meth:`scores` steps (reflect-padded edge)."""
+        total = self.net.num_steps(1 + num_samples // self.hop_length)
+        half = self.logmel.n_fft // 2
+        if final:
+            return total
+        if num_samples <= half:
+            return 0
+        return min(total, self.net.num_steps((num_samples - half) // self.hop_length + 1))
+
+    def stream_first_sample(self, k: int) -> int:
+        """First sample that steps ``>= k`` depend on (their STFT context)."""
+        return max(0, k * self.conv_stride - self._margin) * self.hop_length
+
+    @torch.no_grad()
+    def stream_probs(self, buf: np.ndarray, buf0: int, num_samples: int, k0: int, k1: int,
+                     h: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor]:
+        """Probabilities ``(k1 - k0,)`` of steps ``[k0, k1)`` from the buffered samples ``buf``
+        (stream samples ``buf0 ..``; ``num_samples`` so far) and GRU state ``h``; returns
+        ``(probs, h_n)``. Same slicing as :meth:`scores_many`, so the same numbers."""
+        f0, f1 = k0 * self.conv_stride, (k1 - 1) * self.conv_stride + self.conv_kernel
+        a = max(0, f0 - self._margin) * self.hop_length
+        b = min(num_samples, (f1 - 1 + self._margin) * self.hop_length)
+        feats, _ = self.logmel(torch.from_numpy(np.ascontiguousarray(buf[a - buf0:b - buf0]))[None])
+        i0 = f0 - a // self.hop_length
+        logits, h = self.net(feats[:, i0:i0 + (f1 - f0)], h)
+        return torch.sigmoid(logits)[0].numpy(), h
 
 
 def _model_parts(model_cfg: Mapping[str, Any]) -> tuple[dict, dict]:

@@ -75,6 +75,36 @@ class EmbeddingTriggerWordDetector(TriggerWordDetector):
             probs[:, k0:k1] = torch.sigmoid(logits).numpy()
         return [probs[i, :t] for i, t in enumerate(totals)]
 
+    # -- DetectionStream hooks (see TriggerWordDetector): step k needs samples [1280k - 256, 1280k + 12256) --
+
+    def stream_steps_ready(self, num_samples: int, final: bool) -> int:
+        """Output steps whose whole sample window has arrived (``final``: all :meth:`scores`
+        steps, the zero-padded end included)."""
+        total = self.net.num_steps(self.front_end.num_frames(num_samples))
+        if final:
+            return total
+        _, end0 = self.front_end.step_samples(0, 1)
+        per_step = self.conv_stride * self.hop_length
+        return 0 if num_samples < end0 else min(total, (num_samples - end0) // per_step + 1)
+
+    def stream_first_sample(self, k: int) -> int:
+        """First sample that steps ``>= k`` depend on (may be negative: zeros before the stream)."""
+        return self.front_end.step_samples(k, k + 1)[0]
+
+    @torch.no_grad()
+    def stream_probs(self, buf: np.ndarray, buf0: int, num_samples: int, k0: int, k1: int,
+                     h: torch.Tensor | None) -> tuple[np.ndarray, torch.Tensor]:
+        """Probabilities ``(k1 - k0,)`` of steps ``[k0, k1)`` from buffered samples (as
+        :meth:`SpeechEmbeddingFrontEnd.embed_steps`: zeros outside the stream) and GRU state ``h``."""
+        a, b = self.front_end.step_samples(k0, k1)
+        lo, hi = max(0, a), min(num_samples, b)
+        piece = torch.from_numpy(np.ascontiguousarray(buf[lo - buf0:hi - buf0]))[None]
+        piece = torch.nn.functional.pad(piece, (lo - a, b - hi))
+        with torch.autocast(device_type="cpu", enabled=False):
+            emb = self.front_end.embed(self.front_end.mel(piece, pad=(0, 0)))
+        logits, h = self.net(emb, h)
+        return torch.sigmoid(logits)[0].numpy(), h
+
 
 def save_embedding_detector(directory: str | Path, net: torch.nn.Module, model_cfg: Mapping[str, Any],
                             front_end: SpeechEmbeddingFrontEnd, threshold: float, refractory_s: float) -> Path:
