@@ -325,3 +325,19 @@ def test_server_commands(compose):
     assert serve[serve.index("--host") + 1] == "0.0.0.0"
     port = serve[serve.index("--port") + 1]
     assert f"127.0.0.1:{port}:{port}" in s["serve"]["ports"] and f":{port}/health" in " ".join(s["serve"]["healthcheck"]["test"])
+
+
+def test_shell_scripts_in_compose_parse(compose):
+    """`sh -c` / `bash -c` scripts parse, and each variable left for the container's shell ($$VAR in
+    compose) is set in that container's environment."""
+    scripts = {}
+    for name, svc in compose["services"].items():
+        argv = (svc.get("entrypoint") or []) + (svc.get("command") or [])
+        if argv and Path(argv[0]).name in ("sh", "bash") and argv[1] == "-c":
+            scripts[name] = argv[2]
+    assert {"prefect-worker", "minio-init"} <= set(scripts), sorted(scripts)
+    for name, script in scripts.items():
+        res = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, f"{name}: {res.stderr}"
+        for var in re.findall(r"\$\{?(\w+)", script):
+            assert var in compose["services"][name]["environment"], f"{name}: ${{{var}}} not in its environment"
