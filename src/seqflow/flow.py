@@ -2,7 +2,8 @@
 
 One task per stage; the version step retries (transient remote errors). Runs on Prefect's
 ephemeral API unless ``PREFECT_API_URL`` points at a server. Entry points: ``seqflow pipeline``,
-``python flows/pipeline.py``, ``make pipeline``.
+``python flows/pipeline.py``, ``make pipeline``; scheduled: ``seqflow deploy`` (:mod:`seqflow.deploy`).
+Each run ends by publishing its summary as a markdown artifact (:mod:`seqflow.run_summary`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,21 @@ def register(cfg: dict, trained: dict, packaged: dict, evaluated: dict) -> dict:
     return stages.register(_cfg(cfg), trained, packaged, evaluated)
 
 
+@task(name="summary-artifact", cache_policy=NO_CACHE)
+def summary_artifact(summaries: list[dict]) -> None:
+    """Publish the summaries as the flow run's ``seqflow-summary`` markdown artifact, linked to
+    the MLflow runs in the store the stages logged to (``mlflow.get_tracking_uri()``, set by
+    them). A failure here is a warning: the model is already registered."""
+    import mlflow
+
+    from seqflow.run_summary import publish_summary
+
+    try:
+        publish_summary(summaries, mlflow.get_tracking_uri())
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        log.warning("summary artifact not published: %s: %s", type(exc).__name__, str(exc).splitlines()[0])
+
+
 def train_rounds(cfg: dict, shards: dict, data: dict) -> tuple[dict, dict, dict]:
     """train → package, once; or with ``clips.hard_negative_mining.enabled`` (trigger word): a
     parent MLflow run, round 1 (train → package), mine the train split with round 1's package,
@@ -126,7 +142,8 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
 
     prepare, validate and version run once (every model shares the corpus and its data version);
     shard → train → package → evaluate → register run per model (with hard-negative mining two
-    train → package rounds, see :func:`train_rounds`). Returns one summary per model.
+    train → package rounds, see :func:`train_rounds`). Returns one summary per model, also
+    published as the run's ``seqflow-summary`` markdown artifact.
     """
     t0 = time.perf_counter()
     base = cfgs[0]
@@ -158,6 +175,7 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
             "wall_s": round(time.perf_counter() - t0, 1),
         })
         print(stages.format_summary(summaries[-1]))
+    summary_artifact(summaries)
     return summaries
 
 
