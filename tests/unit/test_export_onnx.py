@@ -223,6 +223,9 @@ def test_bad_requests_are_one_line_errors(store, tmp_path):
     assert (keep / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
         "not-an-export", "tok", "transformer"]  # no temp folder left behind
     out = export_onnx(root / "logmel", tmp_path / "logmel")  # a package folder works too
+    stamp = (out / "model.onnx").stat().st_mtime_ns
+    assert export_onnx(root / "logmel", out) == out and (out / "model.onnx").stat().st_mtime_ns != stamp  # replaced
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or old folder left
     det = load_onnx_model(out)
     with pytest.raises(ValueError, match="NaN or Inf"):
         det.detect(np.array([0.0, np.nan] * 4000, np.float32))

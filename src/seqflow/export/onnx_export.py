@@ -291,9 +291,10 @@ def export_onnx(source: str | os.PathLike, out_dir: str | os.PathLike | None = N
 
 
 def export_package(package: Path, out_dir: str | os.PathLike, provenance: dict | None = None, opset: int = OPSET,
-                   tolerance: float = TOLERANCE) -> Path:
+                   tolerance: float = TOLERANCE, replace: bool = True) -> Path:
     """Export the serving package folder ``package`` into ``out_dir`` (see :func:`export_onnx`);
-    ``provenance`` is recorded as ``source`` in ``onnx_model.json``."""
+    ``provenance`` is recorded as ``source`` in ``onnx_model.json``. ``replace=False`` keeps an
+    export that appears at ``out_dir`` meanwhile (a cache entry another process just wrote)."""
     if opset < 17:
         raise ConfigError(f"opset {opset}: the log-mel STFT needs ONNX opset >= 17")
     out = Path(out_dir)
@@ -313,7 +314,7 @@ def export_package(package: Path, out_dir: str | os.PathLike, provenance: dict |
                              "onnxruntime": _version("onnxruntime")}}
         meta["check"] = _check(tmp, meta, reference, tolerance)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        _publish(tmp, out)
+        _publish(tmp, out, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -322,18 +323,24 @@ def export_package(package: Path, out_dir: str | os.PathLike, provenance: dict |
     return out
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``out``; an existing ``out`` is moved aside first and
-    removed after (refused when it is not an export, so nothing else is ever deleted)."""
-    if out.exists():
-        if not (out / CONFIG_FILE).is_file():
-            raise SeqflowError(f"{out}: exists and is not an ONNX export (refusing to replace it)")
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
+def _publish(tmp: Path, out: Path, replace: bool = True) -> None:
+    """Rename the finished ``tmp`` folder to ``out``. An existing export at ``out`` is moved aside
+    first and removed after (``replace``), or kept and ``tmp`` dropped (``replace=False``); anything
+    else at ``out`` is refused, so nothing that is not an export is ever deleted."""
+    if out.exists() and not (out / CONFIG_FILE).is_file():
+        raise SeqflowError(f"{out}: exists and is not an ONNX export (refusing to replace it)")
+    if out.exists() and replace:
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(old / out.name)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)
-    else:
+        return
+    try:
         tmp.rename(out)
+    except OSError:  # another process published the same export first
+        if not (out / CONFIG_FILE).is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _version(dist: str) -> str:

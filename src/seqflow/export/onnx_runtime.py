@@ -249,6 +249,7 @@ class OnnxTranscriber:
         xs = [_mono(w) for w in wavs]
         bs = max(1, int(batch_size or self.decoding.get("batch_size", 16)))
         beam, blank = int(self.decoding.get("beam_size", 1)), self.tokenizer.blank_id
+        prune = int(self.decoding.get("token_prune", 16))
         out = [""] * len(xs)
         order = [i for i in sorted(range(len(xs)), key=lambda i: len(xs[i])) if len(xs[i]) > 0]
         for b0 in range(0, len(order), bs):
@@ -256,7 +257,7 @@ class OnnxTranscriber:
             for i, lp in zip(idx, self.log_probs([xs[i] for i in idx])):
                 t = torch.from_numpy(lp)
                 ids = ctc_greedy_decode(t[None], torch.tensor([len(lp)]), blank=blank)[0] if beam <= 1 else \
-                    ctc_prefix_beam_search(t, beam, blank=blank, token_prune=int(self.decoding.get("token_prune", 16)))[0][0]
+                    ctc_prefix_beam_search(t, beam, blank=blank, token_prune=prune)[0][0]
                 out[i] = self.tokenizer.decode(ids)
         return out
 
@@ -320,5 +321,5 @@ def load_onnx_model(source: str | os.PathLike, cache_dir: str | os.PathLike | No
     with resolved_package(source) as (package, provenance):
         out = cache / _content_key(package)
         if not (out / CONFIG_FILE).is_file():
-            export_package(package, out, provenance)
+            export_package(package, out, provenance, replace=False)
     return load_export(out, threads=threads)
