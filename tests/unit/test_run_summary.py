@@ -113,3 +113,19 @@ def test_no_server_is_a_one_line_deploy_error() -> None:
     with pytest.raises(DeployError) as exc:
         check_server(f"http://127.0.0.1:{port}/api", timeout_s=5)
     assert "unreachable" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_deploy_command_without_a_server_exits_2_with_one_line() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from seqflow.cli import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+        res = CliRunner().invoke(app, ["deploy", "model=trigger_word"])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("seqflow deploy:")]
+    assert len(lines) == 1 and "unreachable" in lines[0] and f"127.0.0.1:{port}" in lines[0], res.output
