@@ -102,26 +102,42 @@ def experiment_name(cfg: DictConfig) -> str:
 def train(cfg: DictConfig, shards: dict, data: dict, parent_run_id: str | None = None,
           mining_round: int | None = None) -> dict:
     """Open the MLflow run (params + standard tags), then fit on Ray Train; returns the run id,
-    the best checkpoint file (by ``model.monitor``) and rank-0 metrics. With ``mining_round``
-    (hard-negative mining) the run is named ``<model>-round-<n>``, tagged ``mining.round`` and
-    nested under ``parent_run_id``; round 2 trains from scratch on ``shards`` (mined train split)."""
-    from seqflow.tracking.artifacts import log_results
-    from seqflow.tracking.runs import run_metrics, standard_tags, start_training_run
+    the best checkpoint file (by ``model.monitor``) and rank-0 metrics.
+
+    The run is named ``<model>-<trigger word or data source>-<data version>``
+    (:func:`seqflow.tracking.runs.training_run_name`); the best checkpoint is logged on it as
+    ``checkpoints/best.ckpt`` with ``checkpoints/best.json`` (epoch, monitored metric). With
+    ``mining_round`` (hard-negative mining) the name ends in ``-round-<n>``, the run is tagged
+    ``mining.round`` and nested under ``parent_run_id``; round 2 trains from scratch on ``shards``
+    (mined train split). The run is RUNNING while training, FINISHED after; a failed fit marks it
+    FAILED and re-raises."""
+    from seqflow.tracking.artifacts import log_best_checkpoint, log_results
+    from seqflow.tracking.runs import end_run, run_metrics, standard_tags, start_training_run, training_run_name
     from seqflow.train.launcher import train_with_ray
 
     tags = standard_tags(data["md5"], data["git_commit"], shards["root"], int(cfg.ray.num_workers))
     if mining_round is not None:
         tags["mining.round"] = str(mining_round)
+    suffix = ("round", str(mining_round)) if mining_round else ()
     run_id = start_training_run(cfg, tags, parent_run_id=parent_run_id,
-                                run_name=f"{cfg.model.name}-round-{mining_round}" if mining_round else None)
-    log_examples(run_id, shards["index"]["train"])
-    result = train_with_ray(cfg, run_id, experiment_name(cfg), Path(shards["index"]["train"]),
-                            Path(shards["index"]["val"]), run_name=f"{cfg.model.name}-{run_id}",
-                            tokenizer_dir=shards.get("tokenizer_dir"))
+                                run_name=training_run_name(cfg, data["md5"], *suffix))
+    try:
+        log_examples(run_id, shards["index"]["train"])
+        result = train_with_ray(cfg, run_id, experiment_name(cfg), Path(shards["index"]["train"]),
+                                Path(shards["index"]["val"]), run_name=f"{cfg.model.name}-{run_id}",
+                                tokenizer_dir=shards.get("tokenizer_dir"))
+    except BaseException:
+        end_run(run_id, "FAILED")
+        raise
     best = {k: v for k, v in result.best_metrics.items() if isinstance(v, (int, float))}
     monitor = str(cfg.model.monitor)
+    artifact = log_best_checkpoint(run_id, result.checkpoint_file, {
+        "epoch": best.get("epoch"), "step": best.get("step"), "monitor": monitor,
+        "mode": str(cfg.model.monitor_mode), "value": best.get(monitor), "metrics": best,
+        "ray_checkpoint": str(result.checkpoint_file)})
     log_results(run_id, {f"best/{monitor}": best[monitor]} if monitor in best else None,
-                {"checkpoint.best_epoch": str(best.get("epoch", "unknown"))})
+                {"checkpoint.best_epoch": str(best.get("epoch", "unknown")), "checkpoint.artifact": artifact})
+    end_run(run_id, "FINISHED")  # training is over (package, evaluate and register add to the run later)
     return {"run_id": run_id, "checkpoint": str(result.checkpoint_file), "metrics": run_metrics(run_id)}
 
 
@@ -134,12 +150,13 @@ def mining_enabled(cfg: DictConfig) -> bool:
 
 
 def start_mining_run(cfg: DictConfig, shards: dict, data: dict) -> str:
-    """The parent MLflow run ``<model>-hard-negative-mining`` (standard tags, config params) that
-    both training rounds nest under; returns its id."""
-    from seqflow.tracking.runs import standard_tags, start_training_run
+    """The parent MLflow run ``<model>-<trigger word>-<data version>-hard-negative-mining``
+    (standard tags, config params) that both training rounds nest under; returns its id."""
+    from seqflow.tracking.runs import standard_tags, start_training_run, training_run_name
 
     tags = standard_tags(data["md5"], data["git_commit"], shards["root"], int(cfg.ray.num_workers))
-    return start_training_run(cfg, {**tags, "mining.rounds": "2"}, run_name=f"{cfg.model.name}-hard-negative-mining")
+    return start_training_run(cfg, {**tags, "mining.rounds": "2"}, keep_running=False,
+                              run_name=training_run_name(cfg, data["md5"], "hard-negative-mining"))
 
 
 def mine(cfg: DictConfig, shards: dict, trained: dict, packaged: dict) -> dict:
@@ -237,25 +254,30 @@ def evaluate(cfg: DictConfig, shards: dict, run_id: str, package_uri: str) -> di
 
 def register(cfg: DictConfig, trained: dict, packaged: dict, evaluated: dict) -> dict:
     """Log the package as a pyfunc model, register it as ``challenger`` and run the ``champion``
-    gate (``model.gate``) against the champion on the same test set."""
+    gate (``model.gate``) against the champion on the same test set. The registered model's
+    description says what it is and how it is gated (optional ``model.description`` appended)."""
     import numpy as np
 
     from seqflow.families import get_family
     from seqflow.tracking.artifacts import downloaded
-    from seqflow.tracking.registry import register_and_promote
-    from seqflow.tracking.runs import log_model_to_run, use_store
+    from seqflow.tracking.registry import model_description, register_and_promote
+    from seqflow.tracking.runs import log_model_to_run, run_subject, use_store
 
     gate = cfg.model.gate
     use_store(cfg.tracking.tracking_uri)
     example = np.zeros(int(cfg.audio.sample_rate), dtype=np.float32)
+    fam = get_family(cfg)
     with downloaded(packaged["package_uri"], prefix="seqflow-register-") as pkg:
-        info = log_model_to_run(trained["run_id"], get_family(cfg).log_model, pkg, example)
+        info = log_model_to_run(trained["run_id"], fam.log_model, pkg, example)
+    description = model_description(fam.kind, str(cfg.model.name), str(cfg.model.family), run_subject(cfg),
+                                    str(gate.metric), bool(gate.lower_is_better), cfg.tracking.challenger_alias,
+                                    cfg.tracking.champion_alias, cfg.model.get("description"))
     decision = register_and_promote(info.model_uri, cfg.model.registered_name, trained["run_id"],
                                     metric_key=str(gate.metric), lower_is_better=bool(gate.lower_is_better),
                                     allow_test_set_change=bool(gate.allow_test_set_change),
                                     challenger_alias=cfg.tracking.challenger_alias,
                                     champion_alias=cfg.tracking.champion_alias,
-                                    test_set_id=evaluated["tags"]["eval.test_set"])
+                                    test_set_id=evaluated["tags"]["eval.test_set"], description=description)
     aliases = [cfg.tracking.challenger_alias] + ([cfg.tracking.champion_alias] if decision.promoted else [])
     return {"name": cfg.model.registered_name, "version": decision.version, "aliases": aliases,
             "reason": decision.reason, "decision": {k: v for k, v in asdict(decision).items()}}

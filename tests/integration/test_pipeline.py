@@ -1,17 +1,28 @@
 """The whole flow, end to end, on a tiny config: real TTS audio, DVC, WebDataset, Ray Train with
-two ranks, MLflow (SQLite) and Prefect's ephemeral API — run as a user would, via the CLI."""
+two ranks, MLflow (a real ``mlflow server`` over HTTP; SQLite for the model-family test) and
+Prefect's ephemeral API — run as a user would, via the CLI."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from _mlflow_server import MlflowServer
+from conftest import project_env
 
 pytestmark = pytest.mark.slow
+
+
+def _seqflow(project: Path, env: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The installed ``seqflow`` console script in ``project`` with ``env``, as a user would run it."""
+    exe = Path(sys.executable).with_name("seqflow")
+    return subprocess.run([str(exe), *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _user_backgrounds(folder: Path) -> Path:
@@ -44,12 +55,27 @@ def _tiny_eval_set(project: Path) -> Path:
     return folder
 
 
-def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None:
+def test_pipeline_end_to_end(project: Path, tiny_overrides, tmp_path: Path) -> None:
     bg = _user_backgrounds(project.parent / "my_backgrounds")
     _tiny_eval_set(project)
-    proc = run_seqflow(project, "pipeline", *tiny_overrides, f"data.background_dirs=[{bg}]")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+    with MlflowServer(tmp_path / "mlflow-server") as server:
+        # MLFLOW_TRACKING_URI (the server) wins over the config's sqlite:///<workdir>/mlflow.db
+        env = {**project_env(project), "MLFLOW_TRACKING_URI": server.url}
+        exe = Path(sys.executable).with_name("seqflow")
+        flow = subprocess.Popen([str(exe), "pipeline", *tiny_overrides, f"data.background_dirs=[{bg}]"], cwd=project,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:  # the server starts while the corpus is built: the flow first talks to MLflow at train
+            server.wait_healthy(120)
+            stdout, stderr = flow.communicate(timeout=900)
+        finally:
+            if flow.poll() is None:
+                flow.kill()
+                flow.communicate()
+        _check_pipeline(project, server, env, tiny_overrides, stdout + stderr, flow.returncode)
+
+
+def _check_pipeline(project: Path, server: MlflowServer, env: dict, tiny_overrides, out: str, rc: int) -> None:
+    assert rc == 0, out[-6000:]
 
     # bad input: the broken background files are quarantined with their reasons; the run went on
     rows = [json.loads(line) for line in (project / "data" / "quarantine.jsonl").read_text().splitlines()]
@@ -75,25 +101,40 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
-    client = mlflow.MlflowClient()
+    mlflow.set_tracking_uri(server.url)
+    try:
+        _check_tracking(project, server, env, tiny_overrides, out, dvc_text, mlflow.MlflowClient())
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def _check_tracking(project: Path, server: MlflowServer, env: dict, tiny_overrides, out: str, dvc_text: str,
+                    client) -> None:
+    import mlflow
+
+    from seqflow.tracking.runs import short_version
+
     exp = client.get_experiment_by_name("seqflow/trigger_word_embedding")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1
     run = runs[0]
     assert run.data.tags["ray.num_workers"] == "2"
     assert run.data.tags["data.dvc_md5"] in dvc_text
+    # a descriptive run name: model, trigger word, data version
+    assert run.info.run_name == f"trigger_word_embedding-activate-{short_version(run.data.tags['data.dvc_md5'])}"
     assert run.data.params["model.net.gru_hidden"] == "128"  # the default: speech-embedding front end
     for key in ("train/loss", "val/loss", "test/frr_at_0.5fah", "test/frr_at_1fah",
                 "throughput/samples_per_s", "train/samples_rank0", "train/samples_rank1",
                 "val/threshold", "val/frr", "test/frr", "test/fa_per_hour", "test/num_false_accepts",
                 "test/confusable_trigger_rate", "best/val/loss"):
         assert key in run.data.metrics, key
+    # system metrics, sampled on the training machine by the Ray worker of local rank 0
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        assert key in run.data.metrics, sorted(run.data.metrics)
     # the threshold chosen on val is the one test was measured at and the one packaged
     assert run.data.metrics["test/threshold"] == run.data.metrics["val/threshold"]
     assert run.data.tags["calibration.met"] in ("true", "false")
     assert run.data.tags["eval.test_set"].startswith("sha256:")
-    assert "checkpoint.best_epoch" in run.data.tags
     # the tiny evaluation set: eval half only (2 rows with the trigger word, 2 without)
     assert run.data.metrics["eval/real_words_en/num_positives"] == 2
     assert run.data.metrics["eval/real_words_en/num_detected"] in (0, 1, 2)
@@ -105,35 +146,56 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, run_seqflow) -> None
     assert "plots/det_curve.png" in artifacts
     examples = [a.path for a in client.list_artifacts(run.info.run_id, "examples")]
     assert sum(p.endswith(".flac") for p in examples) == 4  # augmented training clips, to listen to
+    # the best checkpoint Ray Train kept, and which epoch/metric it is
+    best = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/checkpoints/best.json"))
+    assert str(best["epoch"]) == run.data.tags["checkpoint.best_epoch"]
+    assert best["monitor"] == "val/loss" and best["value"] == run.data.metrics["best/val/loss"]
+    assert "checkpoints/best.ckpt" in [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
 
     # register: a version with both aliases (first version: no champion yet, so it is promoted)
-    mv = client.get_model_version_by_alias("seqflow-trigger-word-emb-activate", "champion")
+    name = "seqflow-trigger-word-emb-activate"
+    mv = client.get_model_version_by_alias(name, "champion")
     assert mv.run_id == run.info.run_id
-    assert client.get_model_version_by_alias("seqflow-trigger-word-emb-activate", "challenger").version == mv.version
+    assert client.get_model_version_by_alias(name, "challenger").version == mv.version
     assert client.list_artifacts(run.info.run_id, "package")  # what evaluate scored and register shipped
     assert "promoted" in client.get_run(run.info.run_id).data.tags.get("promotion.decision", "")
+    description = client.get_registered_model(name).description
+    assert '"activate"' in description and "`test/frr`" in description and "same test set" in description
+    assert short_version(run.data.tags["data.dvc_md5"]) in mv.description and "`test/frr` =" in mv.description
+
+    # every artifact went through the server: mlflow-artifacts: URIs, files in its --artifacts-destination,
+    # nothing in the project's mlartifacts/ (tracking.artifact_location is for local stores only)
+    assert exp.artifact_location.startswith("mlflow-artifacts:")
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert mv.source.startswith("models:/m-")  # the logged pyfunc model; the version's files are stored through the server
+    assert client.get_logged_model(mv.source.removeprefix("models:/")).artifact_location.startswith("mlflow-artifacts:")
+    assert client.get_model_version_download_uri(name, mv.version).startswith("mlflow-artifacts:")
+    run_dir = server.artifacts / exp.experiment_id / run.info.run_id / "artifacts"
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file() and any((run_dir / "package").iterdir())
+    assert not (project / "mlartifacts").exists() and not (project / "mlruns").exists()
+    assert not (project / "mlflow.db").exists()
 
     # the summary the user sees
-    assert "seqflow pipeline finished" in out and "seqflow-trigger-word-emb-activate" in out
+    assert "seqflow pipeline finished" in out and name in out
 
     # re-evaluate the champion on the current test split and sets, logged on its own run
-    ev = run_seqflow(project, "evaluate", "models:/seqflow-trigger-word-emb-activate@champion", *tiny_overrides,
-                     timeout=600)
+    ev = _seqflow(project, env, "evaluate", f"models:/{name}@champion", *tiny_overrides, timeout=600)
     assert ev.returncode == 0, (ev.stdout + ev.stderr)[-3000:]
     assert "test/frr" in ev.stdout and run.info.run_id in ev.stdout
     again = client.get_run(run.info.run_id).data
-    assert again.tags["eval.reevaluated_for"] == f"seqflow-trigger-word-emb-activate/{mv.version}"
+    assert again.tags["eval.reevaluated_for"] == f"{name}/{mv.version}"
     assert again.metrics["test/frr"] == run.data.metrics["test/frr"]  # same package, same test set
 
-    # detect through the registered model on a real clip; bad file → exit 2 naming it
+    # detect through the registered model (pulled from the server) on a real clip; bad file → exit 2 naming it
     clip = next((project / "data" / "audio" / "test" / "positive").glob("*.flac"))
-    det = run_seqflow(project, "detect", str(clip), timeout=300)
+    det = _seqflow(project, env, "detect", str(clip), timeout=300)
     assert det.returncode == 0, det.stderr[-3000:]
     assert "detection(s)" in det.stdout
     bad = project / "not_audio.wav"
     bad.write_text("hello")
-    det = run_seqflow(project, "detect", str(bad), timeout=300)
+    det = _seqflow(project, env, "detect", str(bad), timeout=300)
     assert det.returncode == 2 and "not_audio.wav" in det.stderr
+    assert not (project / "mlartifacts").exists() and not (project / "mlflow.db").exists()
 
 
 def test_a_model_family_declared_outside_seqflow_trains_through_the_flow(project: Path, tiny_overrides,

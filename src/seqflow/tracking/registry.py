@@ -3,6 +3,8 @@
 The gate (DESIGN §2 step 7): every new version becomes ``challenger``; ``champion`` moves to it
 only if it is strictly better than the current champion on the same evaluation set. The
 decision, both metrics and the reason are written on the challenger's run and on the version.
+The registered model carries a description (what the model is, how it is gated:
+:func:`model_description`); each version one of its own (data version, gate metric, decision).
 
 >>> info = log_trigger_word_model(detector_dir, wav[:16000])          # inside the run
 >>> d = register_and_promote(info.model_uri, "seqflow-trigger-word-activate", run_id,
@@ -22,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seqflow.errors import ConfigError, SeqflowError
-from seqflow.tracking.runs import TAG_DATA_MD5, TAG_GIT_COMMIT
+from seqflow.tracking.runs import TAG_DATA_MD5, TAG_GIT_COMMIT, short_version
 
 TAG_TEST_SET = "eval.test_set"
 TAG_STATUS = "seqflow.status"        # on the model version: "ready" | "failed"
@@ -74,9 +76,11 @@ def _run_metric_and_test_set(client: MlflowClient, run_id: str | None, key: str)
     return run.data.metrics.get(key), run.data.tags.get(TAG_TEST_SET)
 
 
-def _create_version(client: MlflowClient, model_uri: str, name: str, run_id: str, timeout_s: float):
-    """Create the registered model if needed and a new version; wait until it is READY
-    (a version still not READY after ``timeout_s`` is tagged ``seqflow.status=failed``)."""
+def _create_version(client: MlflowClient, model_uri: str, name: str, run_id: str, timeout_s: float,
+                    description: str | None = None):
+    """Create the registered model if needed (with ``description``; an existing one gets it when
+    it differs) and a new version; wait until it is READY (a version still not READY after
+    ``timeout_s`` is tagged ``seqflow.status=failed``)."""
     m = _MODEL_ID_URI.match(model_uri)
     if model_uri.startswith(("runs:/", "models:/")) and not m:
         raise RegistrationError(
@@ -84,10 +88,12 @@ def _create_version(client: MlflowClient, model_uri: str, name: str, run_id: str
             "models:/m-<id> (model_info.model_uri) or a direct artifact URI"
         )
     try:
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=description)
     except MlflowException as e:
         if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
+        if description is not None and client.get_registered_model(name).description != description:
+            client.update_registered_model(name, description=description)
     mv = client.create_model_version(
         name, source=model_uri, run_id=run_id, model_id=m.group(1) if m else None,
         await_creation_for=int(timeout_s),
@@ -139,6 +145,7 @@ def register_and_promote(
     test_set_id: str | None = None,
     allow_test_set_change: bool = False,
     timeout_s: float = 300.0,
+    description: str | None = None,
 ) -> PromotionDecision:
     """Register ``model_uri`` as a new version of ``name``, alias it challenger, gate champion.
 
@@ -148,6 +155,8 @@ def register_and_promote(
         run_id: the run that logged the model and holds ``metric_key`` (its latest value).
         test_set_id: identity of the evaluation set (e.g. ``"<data.dvc_md5>/test"``); written as
             run tag ``eval.test_set``. None → the run's existing ``eval.test_set`` tag (if any).
+        description: the registered model's description (:func:`model_description`); set when
+            the model is created and updated when it differs. None leaves it as it is.
 
     The gate, in order:
       1. challenger metric NaN → kept (never promoted);
@@ -165,7 +174,8 @@ def register_and_promote(
     ``promotion.version``, ``promotion.champion_version_before``, ``promotion.comparable``,
     ``eval.test_set``; metrics ``promotion/challenger_metric`` and (when known)
     ``promotion/champion_metric``. On the version: ``seqflow.status=ready``, the decision, the
-    reason, ``gate.metric_key``, ``gate.metric``, ``eval.test_set``, ``data.dvc_md5``, ``git.commit``.
+    reason, ``gate.metric_key``, ``gate.metric``, ``eval.test_set``, ``data.dvc_md5``, ``git.commit``,
+    and a description (:func:`version_description`: run, data version, gate metric, decision).
 
     Failure policy (never half a registered model): the run and its metric are checked before
     anything is created. If any step after the version is created fails, the aliases this call
@@ -196,7 +206,7 @@ def register_and_promote(
         )
     chal_ts = test_set_id if test_set_id is not None else run_ts
 
-    mv = _create_version(client, model_uri, name, run_id, timeout_s)
+    mv = _create_version(client, model_uri, name, run_id, timeout_s, description)
     version = int(mv.version)
     moved: list[tuple[str, object]] = []  # (alias, previous ModelVersion or None)
     step = "read current aliases"
@@ -224,6 +234,10 @@ def register_and_promote(
                 vtags[key] = run.data.tags[key]
         for k, v in vtags.items():
             client.set_model_version_tag(name, str(version), k, v)
+        step = "describe model version"
+        client.update_model_version(name, str(version), description=version_description(
+            run.info.run_name, run_id, run.data.tags.get(TAG_DATA_MD5), run.data.tags.get(TAG_GIT_COMMIT),
+            metric_key, float(chal_metric), chal_ts, decision, reason))
 
         step = f"set alias {challenger_alias}"
         moved.append((challenger_alias, prev_chal))
@@ -259,6 +273,49 @@ def register_and_promote(
         champion_version_before=champ_version, reason=reason, metric_key=metric_key,
         comparable=comparable, test_set_id=chal_ts,
     )
+
+
+def model_description(kind: str, model_name: str, family: str, subject: str, metric_key: str,
+                      lower_is_better: bool = True, challenger_alias: str = "challenger",
+                      champion_alias: str = "champion", extra: str | None = None) -> str:
+    """The registered model's description (Markdown, as the MLflow UI shows it): what the model
+    is, what its pyfunc takes and returns, and how versions are gated.
+
+    ``kind``: ``trigger_word`` (``subject`` = the trigger phrase) or ``asr`` (``subject`` = the
+    data source). ``extra``: a sentence appended as is (e.g. ``cfg.model.description``).
+
+    >>> model_description("trigger_word", "tw", "my.family", "activate", "test/frr").splitlines()[0]
+    'Trigger-word detector for "activate" (seqflow model `tw`, family `my.family`).'
+    """
+    if kind == "trigger_word":
+        what = (f'Trigger-word detector for "{subject}" (seqflow model `{model_name}`, family `{family}`).\n\n'
+                "pyfunc input: a 16 kHz mono float32 waveform `(S,)`; output: a DataFrame of detections "
+                "(`start`, `end` [s], `score`) at the threshold packaged with the version, calibrated on "
+                "the val split (tag `calibration.met` says whether the false-accept target was met).")
+    else:
+        what = (f"Speech recognizer trained on `{subject}` data (seqflow model `{model_name}`, family "
+                f"`{family}`).\n\npyfunc input: a 16 kHz mono float32 waveform `(S,)`; output: the transcript.")
+    better = "lower" if lower_is_better else "higher"
+    gate = (f"\n\nGate: every version registered is aliased `{challenger_alias}`; `{champion_alias}` moves "
+            f"to it only when its `{metric_key}` is strictly {better} than the champion's, measured on the "
+            "same test set (run tag `eval.test_set`, a content hash); ties and different test sets keep the "
+            "champion. Each version's description and tags say which data it was trained on and why it was "
+            "promoted or kept.")
+    return what + gate + (f"\n\n{extra.strip()}" if extra and extra.strip() else "")
+
+
+def version_description(run_name: str | None, run_id: str, data_md5: str | None, git_commit: str | None,
+                        metric_key: str, metric: float, test_set_id: str | None, decision: str,
+                        reason: str) -> str:
+    """A model version's description: the run and data it came from, its gate metric, the decision.
+
+    >>> version_description("m-activate-35e1343", "abc", "35e1343b.dir", "f00d", "test/frr", 0.25,
+    ...                     "sha256:9f", "promoted", "no champion yet").splitlines()[0]
+    'Trained in run `m-activate-35e1343` (`abc`) on data version `35e1343` (DVC md5 `35e1343b.dir`, git `f00d`).'
+    """
+    return (f"Trained in run `{run_name or run_id}` (`{run_id}`) on data version `{short_version(data_md5)}` "
+            f"(DVC md5 `{data_md5 or 'unknown'}`, git `{git_commit or 'unknown'}`).\n\n"
+            f"Gate: `{metric_key}` = {metric:.6g} on test set `{test_set_id or 'unknown'}`; {decision}: {reason}.")
 
 
 def _roll_back(client: MlflowClient, name: str, version: int, moved, error: str) -> None:

@@ -1,7 +1,11 @@
 """MLflow set-up, the standard run tags, and config → params.
 
-Every seqflow run lives in the experiment ``seqflow/<model>`` and carries the tags
-``data.dvc_md5``, ``git.commit``, ``shards.uri`` and ``ray.num_workers`` (DESIGN §6).
+Every seqflow run lives in the experiment ``seqflow/<model>``, is named after what it trained
+(``trigger_word_embedding-activate-35e1343``: model, trigger word or data source, data version) and
+carries the tags ``data.dvc_md5``, ``git.commit``, ``shards.uri`` and ``ray.num_workers`` (DESIGN §6).
+
+Against a tracking server (an ``http(s)://`` URI) every artifact goes through the server
+(``mlflow-artifacts:`` URIs): ``tracking.artifact_location`` is for local stores only.
 
 >>> exp_id = setup_mlflow("sqlite:///work/mlflow.db", "/work/mlartifacts", experiment_name("trigger_word"))
 >>> with mlflow.start_run(experiment_id=exp_id):
@@ -12,6 +16,7 @@ Every seqflow run lives in the experiment ``seqflow/<model>`` and carries the ta
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +26,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seqflow.errors import ConfigError
+
+log = logging.getLogger("seqflow.tracking")
 
 # Conservative limits: MLflow 3 accepts 6000-char param values, but older tracking servers (and
 # some SQL back ends) cap values at 500 chars; one log-batch call takes at most 100 params.
@@ -34,11 +41,63 @@ TAG_GIT_COMMIT = "git.commit"
 TAG_SHARDS_URI = "shards.uri"
 TAG_RAY_WORKERS = "ray.num_workers"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own tag: the UI nests a run under this parent
+MAX_RUN_NAME_LEN = 250
+SHORT_VERSION_LEN = 7  # data version in run names: the first 7 hex digits of the DVC md5, as git shortens
 
 
 def experiment_name(model_name: str, prefix: str = "seqflow") -> str:
     """``seqflow/<model>`` — the experiment every run of ``model_name`` (cfg.model.name) goes to."""
     return f"{prefix}/{model_name}"
+
+
+def is_server_uri(tracking_uri: str | None) -> bool:
+    """True for a tracking server (``http://`` or ``https://``): artifacts then go through it."""
+    return str(tracking_uri or "").lower().startswith(("http://", "https://"))
+
+
+def short_version(data_md5: str | None) -> str:
+    """``"35e1343b...d.dir"`` → ``"35e1343"``: the data version as run names show it
+    (``"unknown"`` for None or empty)."""
+    text = str(data_md5 or "").removesuffix(".dir")
+    return text[:SHORT_VERSION_LEN] if text else "unknown"
+
+
+def run_name(model_name: str, subject: str, data_md5: str | None, *suffix: str) -> str:
+    """A descriptive MLflow run name: ``<model>-<subject>-<data version>[-<suffix>...]``.
+
+    ``subject`` is the trigger word or the data source, slugged (``"Hey Jarvis"`` → ``hey-jarvis``);
+    the data version is :func:`short_version` of the DVC md5. Cut to 250 characters (MLflow's limit).
+
+    >>> run_name("trigger_word_embedding", "activate", "35e1343b7f0c.dir")
+    'trigger_word_embedding-activate-35e1343'
+    >>> run_name("trigger_word_embedding", "Hey Jarvis", "35e1343b7f0c.dir", "round", "2")
+    'trigger_word_embedding-hey-jarvis-35e1343-round-2'
+    """
+    from seqflow.config import slug
+
+    parts = [str(model_name), slug(subject), short_version(data_md5), *map(str, suffix)]
+    return "-".join(parts)[:MAX_RUN_NAME_LEN]
+
+
+def run_subject(cfg: Any) -> str:
+    """What a run of ``cfg`` is about: the trigger word for trigger-word models
+    (``cfg.data.trigger_word``), otherwise the data source (``synthetic``, ``librispeech``, ...)."""
+    from seqflow.families import get_family
+
+    if get_family(cfg).kind == "trigger_word" and cfg.data.get("trigger_word"):
+        return str(cfg.data.trigger_word)
+    return str(cfg.data.source)
+
+
+def training_run_name(cfg: Any, data_md5: str | None, *suffix: str) -> str:
+    """:func:`run_name` for ``cfg`` (model name, :func:`run_subject`, data version)."""
+    return run_name(str(cfg.model.name), run_subject(cfg), data_md5, *suffix)
+
+
+def _is_local_location(location: str | None) -> bool:
+    """A plain path or ``file:`` URI: a folder on whichever machine logs, not one the server serves."""
+    loc = str(location or "")
+    return loc.startswith("file:") or (bool(loc) and "://" not in loc and not loc.startswith("mlflow-artifacts:"))
 
 
 def _artifact_uri(artifact_location: str | os.PathLike | None) -> str | None:
@@ -63,21 +122,30 @@ def setup_mlflow(
     Sets the tracking URI explicitly (``mlflow.set_tracking_uri``, which also exports
     ``MLFLOW_TRACKING_URI`` to child processes such as Ray workers and ``mlflow models serve``),
     never relying on MLflow's cwd-dependent default. The model registry follows the tracking
-    URI unless ``MLFLOW_REGISTRY_URI`` is set. Creates the experiment with ``artifact_location`` (a local folder,
-    e.g. ``<workdir>/mlartifacts``, turned into an absolute ``file://`` URI; or an object-store
-    URI such as ``s3://bucket/mlartifacts``) when it does not exist; restores it when it was
-    deleted. An existing experiment keeps its own artifact location.
+    URI unless ``MLFLOW_REGISTRY_URI`` is set.
+
+    A missing experiment is created; a deleted one is restored; an existing one keeps its own
+    artifact location. Where a new experiment's artifacts go:
+
+    * local store (``sqlite:///...``, ``file:...``): ``artifact_location``, a local folder (e.g.
+      ``<workdir>/mlartifacts``, made an absolute ``file://`` URI) or an object-store URI
+      (``s3://bucket/mlartifacts``);
+    * tracking server (``http(s)://``): ``artifact_location`` is ignored and the server chooses
+      (``mlflow-artifacts:/<experiment id>`` when it serves artifacts, the default), so artifacts
+      are uploaded through the server and every machine reads them back through it.
 
     Returns:
         The experiment id (str).
     Raises:
-        ConfigError: empty tracking URI or experiment name, or the store cannot be reached
-        (message names the URI and MLflow's reason).
+        ConfigError: empty tracking URI or experiment name; the store cannot be reached (message
+        names the URI and MLflow's reason); on a tracking server, an existing experiment whose
+        artifact location is a local path or ``file:`` URI (artifacts would bypass the server).
     """
     if not tracking_uri:
         raise ConfigError("tracking.tracking_uri is empty; set it (e.g. sqlite:///<workdir>/mlflow.db)")
     if not experiment_name:
         raise ConfigError("MLflow experiment name is empty")
+    server = is_server_uri(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
@@ -85,8 +153,11 @@ def setup_mlflow(
         if exp is None:
             try:
                 exp_id = client.create_experiment(
-                    experiment_name, artifact_location=_artifact_uri(artifact_location)
+                    experiment_name, artifact_location=None if server else _artifact_uri(artifact_location)
                 )
+                if server:
+                    log.info("experiment %s created on %s; artifacts at %s", experiment_name, tracking_uri,
+                             client.get_experiment(exp_id).artifact_location)
             except MlflowException:  # created concurrently by another process
                 exp = client.get_experiment_by_name(experiment_name)
                 if exp is None:
@@ -96,6 +167,13 @@ def setup_mlflow(
             exp_id = exp.experiment_id
             if exp.lifecycle_stage == "deleted":
                 client.restore_experiment(exp_id)
+        if server:
+            location = client.get_experiment(exp_id).artifact_location
+            if _is_local_location(location):
+                raise ConfigError(
+                    f"MLflow experiment {experiment_name!r} on {tracking_uri} stores artifacts at {location}, "
+                    "a local path, so they would bypass the server; use a new experiment "
+                    "(tracking.experiment_prefix=...) or rename this one in the MLflow UI")
     except MlflowException as e:
         raise ConfigError(
             f"MLflow tracking store {tracking_uri!r}: cannot set up experiment "
@@ -197,23 +275,44 @@ def log_config_params(cfg: Any, run_id: str | None = None, client: MlflowClient 
 
 
 def start_training_run(cfg: Any, tags: Mapping[str, str], parent_run_id: str | None = None,
-                       run_name: str | None = None) -> str:
+                       run_name: str | None = None, keep_running: bool = True) -> str:
     """Create the run a training job logs into (experiment ``seqflow/<model>`` set up from
     ``cfg.tracking``): the standard ``tags``, every config value as a param and the resolved
-    config as ``config.yaml``. Returns the run id; the run is left for Ray workers to log to.
+    config as ``config.yaml``. Returns the run id.
 
+    ``keep_running`` (default): the run stays RUNNING for the Ray workers to log into (Lightning's
+    ``MLFlowLogger`` marks it FINISHED when fitting ends; :func:`end_run` marks a failure); False:
+    the run is ended (FINISHED) here, e.g. a parent run that only groups other runs.
     ``parent_run_id``: nest the run under that run (tag ``mlflow.parentRunId``, which the MLflow UI
     shows as a child row; the parent need not be active). ``run_name``: MLflow's run name
-    (default: a generated one)."""
+    (default: a generated one; see :func:`training_run_name`).
+
+    Raises:
+        ConfigError: the store cannot be reached or its experiment cannot be used (see setup_mlflow).
+    """
+    from mlflow.tracking.context.registry import resolve_tags
     from omegaconf import OmegaConf
 
-    setup_mlflow(cfg.tracking.tracking_uri, cfg.tracking.artifact_location,
-                 experiment_name(cfg.model.name, cfg.tracking.experiment_prefix))
+    exp_id = setup_mlflow(cfg.tracking.tracking_uri, cfg.tracking.artifact_location,
+                          experiment_name(cfg.model.name, cfg.tracking.experiment_prefix))
     tags = {**dict(tags), **({TAG_PARENT_RUN: str(parent_run_id)} if parent_run_id else {})}
-    with mlflow.start_run(tags=tags, run_name=run_name) as run:
-        log_config_params(cfg, run_id=run.info.run_id)
-        mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-        return run.info.run_id
+    client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
+    run = client.create_run(exp_id, tags=resolve_tags(tags), run_name=run_name)
+    run_id = run.info.run_id
+    try:
+        log_config_params(cfg, run_id=run_id, client=client)
+        client.log_dict(run_id, OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    if not keep_running:
+        client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark ``run_id`` ended with ``status`` (``FINISHED``, ``FAILED``, ``KILLED``)."""
+    MlflowClient().set_terminated(run_id, status)
 
 
 def child_runs(parent_run_id: str) -> list:

@@ -2,13 +2,18 @@
 
 Each rank builds the model, reads its disjoint part of the train shards (equal batch count on
 every rank), and fits with ``RayDDPStrategy``; Lightning's ``MLFlowLogger`` is attached to the
-driver's MLflow run and only logs from rank 0.
+driver's MLflow run (``cfg.tracking.tracking_uri``, a server when it is ``http(s)://``) and only
+logs from rank 0. System metrics (``system/*``: CPU, memory, disk, network, GPU when present) are
+sampled on the training machines themselves, by local rank 0 of each node (:class:`SystemMetrics`):
+the driver that holds the run may sit on another machine (a laptop, the Ray head) that does no
+training. On a multi-node cluster each node's metrics are ``system/node<k>/*``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 import lightning.pytorch as pl
@@ -73,6 +78,80 @@ class ProgressLog(pl.Callback):
             log.info("epoch %d/%d done  %s", trainer.current_epoch + 1, trainer.max_epochs, extra)
 
 
+class SystemMetrics(pl.Callback):
+    """Log this machine's system metrics (MLflow's collectors: ``system/cpu_utilization_percentage``,
+    ``system/system_memory_usage_megabytes``, disk, network, ``system/gpu_*`` when a GPU is seen) to
+    run ``run_id`` every ``interval_s`` seconds while fitting, plus one sample when fitting ends (so
+    even a fit shorter than ``interval_s`` leaves a point). ``node_id`` (multi-node) makes the keys
+    ``system/<node_id>/*``. The sampling thread never raises into training: a failed upload is
+    logged as a warning and sampling stops."""
+
+    def __init__(self, run_id: str, tracking_uri: str, interval_s: float = 10.0, node_id: str | None = None) -> None:
+        self.run_id, self.tracking_uri, self.node_id = run_id, tracking_uri, node_id
+        self.interval_s = float(interval_s)
+        self.monitor = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.samples = 0
+
+    def _sample(self) -> None:
+        m = self.monitor
+        m.collect_metrics()
+        m.publish_metrics(m.aggregate_metrics())
+        self.samples += 1
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self._sample()
+            except Exception as e:  # noqa: BLE001 - metrics must never stop training
+                log.warning("system metrics: sampling stopped: %s", e)
+                return
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.interval_s, node_id=self.node_id,
+                                            tracking_uri=self.tracking_uri)
+        self.monitor.collect_metrics()  # prime the CPU counters (psutil's first reading is meaningless)
+        for m in self.monitor.monitors:
+            m.clear_metrics()
+        self._thread = threading.Thread(target=self._loop, name="seqflow-system-metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling, take the last sample and flush everything to MLflow (idempotent)."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        try:
+            self._sample()
+            self.monitor.mlflow_logger.flush()
+        except Exception as e:  # noqa: BLE001
+            log.warning("system metrics: last sample not logged: %s", e)
+        log.info("system metrics: %d sample(s) logged to run %s%s", self.samples, self.run_id,
+                 f" as node {self.node_id}" if self.node_id else "")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.stop()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.stop()
+
+
+def system_metrics_callback(cfg, run_id: str, local_rank: int, node_rank: int,
+                            multi_node: bool) -> SystemMetrics | None:
+    """A :class:`SystemMetrics` for local rank 0 of each node when ``tracking.system_metrics.enabled``
+    (absent: on, every 10 s); None elsewhere. ``node_id`` is ``node<node_rank>`` on a multi-node run."""
+    sm = cfg.tracking.get("system_metrics") or {}
+    if local_rank != 0 or not bool(sm.get("enabled", True)):
+        return None
+    return SystemMetrics(run_id, str(cfg.tracking.tracking_uri), float(sm.get("interval_s", 10.0)),
+                         f"node{node_rank}" if multi_node else None)
+
+
 def quiet_worker_logs() -> None:
     """Drop per-report checkpoint chatter and known-harmless deprecation warnings on workers."""
     import warnings
@@ -123,9 +202,14 @@ def train_loop_per_worker(config: dict) -> None:
     logger = MLFlowLogger(tracking_uri=cfg.tracking.tracking_uri, run_id=config["run_id"],
                           experiment_name=config["experiment_name"], log_model=False)
     throughput = RankThroughput()
+    callbacks = [RayTrainReportCallback(), throughput, ProgressLog()]
+    sysm = system_metrics_callback(cfg, config["run_id"], ctx.get_local_rank(), ctx.get_node_rank(),
+                                   ctx.get_local_world_size() < world)
+    if sysm is not None:
+        callbacks.append(sysm)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices="auto", strategy=RayDDPStrategy(),
-        plugins=[RayLightningEnvironment()], callbacks=[RayTrainReportCallback(), throughput, ProgressLog()],
+        plugins=[RayLightningEnvironment()], callbacks=callbacks,
         max_epochs=int(cfg.trainer.max_epochs), precision=cfg.trainer.precision,
         gradient_clip_val=float(cfg.trainer.gradient_clip_val),
         log_every_n_steps=int(cfg.trainer.log_every_n_steps), logger=logger,
