@@ -174,5 +174,7 @@ def register(cfgs: list[dict], work_pool: str) -> str:
         ids = prefect.deploy(deployment, work_pool_name=work_pool, build=False, push=False,
                              print_next_steps_message=False, ignore_warnings=True)
     except ValueError as exc:  # prefect.deploy: "Could not find work pool 'x'. Please create it ..."
-        raise DeployError(f"{str(exc).splitlines()[0]} (prefect work-pool create {work_pool} --type process)") from None
+        line = str(exc).splitlines()[0]
+        hint = f" (prefect work-pool create {work_pool} --type process)" if "Could not find work pool" in line else ""
+        raise DeployError(line + hint) from None
     return str(ids[0])
