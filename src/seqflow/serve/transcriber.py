@@ -43,7 +43,7 @@ CONFIG_NAME = "transcriber.json"
 TOKENIZER_DIR = "tokenizer"
 NETS = {"ctc": CTCModel, "transformer": TransformerASR}
 DECODING_DEFAULTS = {"beam_size": 1, "ctc_rescoring": 0.0, "length_penalty": 0.6, "max_len": None,
-                     "token_prune": 16, "batch_size": 16}
+                     "token_prune": 16, "batch_size": 16, "window_s": 20.0, "overlap_s": 4.0}
 MIN_FRAMES = 7  # the 4x conv subsampling needs at least 7 log-mel frames
 
 
@@ -62,7 +62,8 @@ class Transcriber:
         net: a :class:`CTCModel` or :class:`TransformerASR` (put in eval mode here).
         frontend: the :class:`SpeechFrontend` it was trained with. tokenizer: its tokenizer.
         decoding: ``beam_size``, ``ctc_rescoring``, ``length_penalty``, ``max_len``, ``token_prune``,
-            ``batch_size`` (defaults :data:`DECODING_DEFAULTS`; unknown keys ignored).
+            ``batch_size``, ``window_s`` / ``overlap_s`` (long audio, :meth:`transcribe_long`)
+            (defaults :data:`DECODING_DEFAULTS`; unknown keys ignored).
 
     Raises:
         ConfigError: vocab or mel-bin mismatch, or ``ctc_rescoring > 0`` for a transformer without CTC head.
@@ -86,8 +87,34 @@ class Transcriber:
         return self.frontend.sample_rate
 
     def transcribe(self, wav: np.ndarray) -> str:
-        """Text of one waveform ``(S,)`` float32 (``""`` for empty audio)."""
+        """Text of one waveform ``(S,)`` float32 (``""`` for empty audio), in one pass: memory grows
+        with its length (attention is quadratic); use :meth:`transcribe_long` for long audio."""
         return self.transcribe_batch([wav])[0]
+
+    def transcribe_long(self, audio) -> str:
+        """Text of audio of any length in bounded memory: ``decoding.window_s`` windows overlapping by
+        ``decoding.overlap_s``, joined (:func:`seqflow.serve.long_form.transcribe_long`); equal to
+        :meth:`transcribe` for audio within one window.
+
+        Args: ``audio``: one ``(S,)`` float32 waveform or an iterable of ``(S_i,)`` blocks at 16 kHz.
+        Raises: ValueError: a block is not 1-D or holds NaN/Inf.
+        """
+        from seqflow.serve.long_form import transcribe_long
+
+        return transcribe_long(self, audio, float(self.decoding["window_s"]), float(self.decoding["overlap_s"]))
+
+    def transcribe_any(self, wavs: Sequence[np.ndarray]) -> list[str]:
+        """Texts of several waveforms: those within one window batched (:meth:`transcribe_batch`),
+        longer ones windowed (:meth:`transcribe_long`), so compute memory stays bounded."""
+        limit = int(float(self.decoding["window_s"]) * self.sample_rate)
+        out = [""] * len(wavs)
+        short = [i for i, w in enumerate(wavs) if np.size(w) <= limit]
+        for i, text in zip(short, self.transcribe_batch([wavs[i] for i in short])):
+            out[i] = text
+        for i in (i for i in range(len(wavs)) if np.size(wavs[i]) > limit):
+            x = np.asarray(wavs[i], dtype=np.float32)
+            out[i] = self.transcribe_long(x if x.ndim == 1 else _not_mono(x))
+        return out
 
     @torch.no_grad()
     def transcribe_batch(self, wavs: Sequence[np.ndarray], batch_size: int | None = None) -> list[str]:

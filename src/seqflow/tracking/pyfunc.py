@@ -231,11 +231,14 @@ class TranscriberPyfunc(mlflow.pyfunc.PythonModel):
             model_input: see :func:`to_waveforms`.
         Returns:
             DataFrame with a string column ``text`` (normalised: lower-case words), one row per
-            waveform in input order (``""`` for empty audio).
+            waveform in input order (``""`` for empty audio). A waveform longer than the
+            transcriber's ``decoding.window_s`` (20 s) is transcribed in overlapping windows and
+            joined (:meth:`Transcriber.transcribe_long`), so compute memory stays bounded
+            whatever its length (the input array itself is the caller's).
         Raises:
             ValueError: see :func:`to_waveforms`.
         """
-        texts = self.transcriber.transcribe_batch(to_waveforms(model_input))
+        texts = self.transcriber.transcribe_any(to_waveforms(model_input))
         return pd.DataFrame({TEXT_COLUMN: pd.Series(texts, dtype=object)})
 
 
