@@ -37,7 +37,12 @@ def test_mining_round_trains_twice_and_registers_round_two(project: Path, tiny_o
     assert len(runs) == 3 and len(parents) == 1, [r.info.run_name for r in runs]
     parent = parents[0]
     r1, r2 = child_runs(parent.info.run_id)  # two nested runs, round 1 then round 2
-    assert (r1.info.run_name, r2.info.run_name) == ("trigger_word_embedding-round-1", "trigger_word_embedding-round-2")
+    from seqflow.tracking.runs import short_version
+
+    v = short_version(parent.data.tags["data.dvc_md5"])  # descriptive names: model-word-data version
+    assert parent.info.run_name == f"trigger_word_embedding-activate-{v}-hard-negative-mining"
+    assert (r1.info.run_name, r2.info.run_name) == (f"trigger_word_embedding-activate-{v}-round-1",
+                                                    f"trigger_word_embedding-activate-{v}-round-2")
     assert (r1.data.tags["mining.round"], r2.data.tags["mining.round"]) == ("1", "2")
 
     # round 1: trained and calibrated on val, never evaluated; round 2 carries the test metrics
