@@ -45,6 +45,7 @@ TW_CFG = {"features": {"sample_rate": SR, "n_fft": 512, "win_length": 400, "hop_
 ASR_CFG = {"name": "ctc", "features": TW_CFG["features"],
            "net": {"d_model": 32, "num_heads": 2, "num_layers": 1, "d_ff": 64, "dropout": 0.0},
            "decoding": {"beam_size": 1}}
+pytestmark = pytest.mark.slow  # two real servers: ~40 s of set-up
 START_TIMEOUT_S = 240  # servers start slowly on a loaded 2-core box
 BIN = Path(sys.executable).parent
 
