@@ -178,7 +178,8 @@ def test_cli_peak_memory_is_flat_from_10_to_20_minutes(tmp_path: Path, speech_mi
                 f.write(speech_minute + (0.003 * rng.standard_normal(len(speech_minute))).astype(np.float32))
     tdir = _ctc_transcriber(tmp_path)
     torch.manual_seed(0)
-    kws_cfg = {"features": {"n_mels": 40}, "net": {"conv_channels": 8, "gru_hidden": 8, "gru_layers": 1, "dropout": 0.0}}
+    kws_cfg = {"features": {"n_mels": 40},
+               "net": {"conv_channels": 8, "gru_hidden": 8, "gru_layers": 1, "dropout": 0.0}}
     net = TriggerWordNet(40, **kws_cfg["net"])
     ddir = save_detector(tmp_path / "detector", net, kws_cfg, threshold=0.5, refractory_s=1.0)
     probs, _ = load_detector(ddir).scores(speech_minute)

@@ -91,7 +91,8 @@ class AudioBlocks:
                     got += data.shape[0]
                     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
                     if not np.isfinite(mono).all():
-                        raise AudioDecodeError(name, "nan_or_inf", f"non-finite samples near {got / self.source_sr:.1f} s")
+                        where = f"non-finite samples near {got / self.source_sr:.1f} s"
+                        raise AudioDecodeError(name, "nan_or_inf", where)
                     yield np.ascontiguousarray(mono if stream is None else stream.resample_chunk(mono))
         except AudioDecodeError:
             raise
