@@ -149,7 +149,7 @@ def served(tmp_path_factory):
         _wait("models loaded", lambda: requests.get(f"{base}/health", timeout=5).status_code == 200, serve,
               root / "serve.log")
         yield {"base": base, "down": down, "missing": missing, "root": root, "client": MlflowClient(http_uri),
-               "proc": serve}
+               "proc": serve, "store": store}
     finally:
         for p in procs:
             _stop(p)
@@ -292,3 +292,25 @@ def test_alias_move_is_followed_and_removal_keeps_serving(served) -> None:
     tw = next(m for m in health["models"] if m["name"] == TW)
     assert tw["alias_missing"] and tw["version"] == "2" and "still serving version 2" in tw["detail"]
     assert requests.post(f"{base}/v1/detect", data=_encoded(_noise(1.0), SR, "WAV")).json()["model_version"] == "2"
+
+
+def test_onnx_engine_answers_like_pytorch(served, tmp_path, monkeypatch) -> None:
+    """What `seqflow serve --onnx` loads: the version's onnxruntime twin (seqflow.export), same answers."""
+    from seqflow.export import OnnxDetector
+    from seqflow.serve.models import ModelRef, load_version
+
+    monkeypatch.setenv("SEQFLOW_ONNX_CACHE", str(tmp_path / "onnx"))
+    mlflow.set_tracking_uri(served["store"])
+    try:
+        client = MlflowClient(served["store"])
+        ref = ModelRef.parse(f"models:/{TW}/1")
+        mv = client.get_model_version(TW, "1")
+        onnx, torch_ = load_version(client, ref, mv, onnx=True), load_version(client, ref, mv)
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert isinstance(onnx.engine, OnnxDetector) and onnx.info["engine"] == "onnxruntime"
+    assert torch_.info["engine"] == "pytorch" and onnx.version == torch_.version == "1"
+    wav = _noise(3.0, seed=7)
+    got, want = onnx.engine.scores(wav)[0], torch_.engine.scores(wav)[0]
+    assert got.shape == want.shape and len(want) > 10 and np.abs(got - want).max() < 1e-4
+    assert onnx.engine.detect(wav) == pytest.approx(torch_.engine.detect(wav), abs=1e-4)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -290,10 +291,12 @@ def _warmup(st: ServeState) -> None:
 
     if st.settings.torch_threads:
         torch.set_num_threads(int(st.settings.torch_threads))
-    import librosa.filters  # noqa: F401 - LogMel's filterbank, imported lazily by librosa
-    import mlflow.pyfunc  # noqa: F401
+    with warnings.catch_warnings():  # MLflow's "add type hints to predict" hint on the wrapper classes
+        warnings.simplefilter("ignore", UserWarning)
+        import librosa.filters  # noqa: F401 - LogMel's filterbank, imported lazily by librosa
+        import mlflow.pyfunc  # noqa: F401
 
-    import seqflow.tracking.pyfunc  # noqa: F401
-    import seqflow.tracking.pyfunc_embedding  # noqa: F401
+        import seqflow.tracking.pyfunc  # noqa: F401
+        import seqflow.tracking.pyfunc_embedding  # noqa: F401
     if st.settings.vad_enabled:
         _ = st.vad
