@@ -198,5 +198,6 @@ def test_cli_peak_memory_is_flat_from_10_to_20_minutes(tmp_path: Path, speech_mi
         n = int(dets.split(f"{files[minutes]}: ")[1].split()[0])
         assert n >= minutes  # detections all the way through (threshold at the 90th percentile)
     print({f"{c}/{m}min": round(v) for (c, m), v in peaks.items()})
+    # the old whole-file path grew ~60 MB per extra 10 min (38 MB of float32 samples plus a copy)
     for command in ("transcribe", "detect"):
-        assert peaks[command, 20] <= peaks[command, 10] + 50, peaks
+        assert peaks[command, 20] <= peaks[command, 10] + 30, peaks
