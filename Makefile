@@ -34,8 +34,8 @@ bench: $(STAMP)           ## benchmarks (print side-by-side ratios)
 ui: $(STAMP)              ## MLflow UI on the project's store
 	$(VENV)/bin/seqflow ui
 
-serve: $(STAMP)           ## REST endpoint for the champion trigger-word model
-	$(VENV)/bin/seqflow serve
+serve: $(STAMP)           ## serve the champion trigger-word model on 127.0.0.1:8080 (ARGS="--model models:/... serve.vad.enabled=true")
+	$(VENV)/bin/seqflow serve $(ARGS)
 
 eval-data: $(STAMP)       ## evaluation-only audio from Debian packages (never used for training)
 	$(PY) -m seqflow.evalsets --root eval-data

@@ -64,19 +64,24 @@ def prepare(overrides: Optional[List[str]] = OVERRIDES) -> None:
     typer.echo(f"validate: {stages.validate(cfg)}")
 
 
-def _read_all(files: List[str], command: str) -> list:
-    """Decode every file before any model loads; a bad one → one line naming it, exit 2."""
-    from seqflow.audio.io import read_audio
+def _open_all(files: List[str], command: str) -> list:
+    """Open every file (header check) before any model loads; a bad one → one line naming it, exit 2.
+    Files are then read block by block (bounded memory, any length; docs/long-audio.md)."""
     from seqflow.errors import AudioDecodeError
+    from seqflow.serve.long_audio import open_audio
 
-    waves = []
+    readers = []
     for path in files:
         try:
-            waves.append((path, read_audio(path, target_sr=16000)[0]))
+            readers.append((path, open_audio(path)))
         except AudioDecodeError as e:
-            typer.echo(f"seqflow {command}: {e.path}: {e.reason} ({e.detail})", err=True)
-            raise typer.Exit(2)
-    return waves
+            _decode_error(command, e)
+    return readers
+
+
+def _decode_error(command: str, e) -> None:
+    typer.echo(f"seqflow {command}: {e.path}: {e.reason} ({e.detail})", err=True)
+    raise typer.Exit(2)
 
 
 def _load_pyfunc(model: str, tracking_uri: Optional[str]):
@@ -95,25 +100,39 @@ def detect(audio: List[str] = AUDIO_FILES,
            model: Optional[str] = typer.Option(None, help="MLflow model URI (default: the configured trigger "
                                                           "word's champion, models:/seqflow-trigger-word-<slug>@champion)"),
            tracking_uri: Optional[str] = TRACKING) -> None:
-    """Print each trigger-word detection (start/end seconds, score) for each audio file."""
-    waves = _read_all(audio, "detect")
-    pyfunc = _load_pyfunc(model or _champion_uri("trigger_word"), tracking_uri)
-    for path, wav in waves:
-        dets = pyfunc.predict(wav)
+    """Print each trigger-word detection (start/end seconds, score) for each audio file (any length:
+    read in blocks and streamed through the detector, bounded memory)."""
+    from seqflow.errors import AudioDecodeError
+    from seqflow.serve.long_audio import detect_file, unwrap
+
+    readers = _open_all(audio, "detect")
+    detector = unwrap(_load_pyfunc(model or _champion_uri("trigger_word"), tracking_uri), "detector")
+    for path, reader in readers:
+        try:
+            dets = detect_file(detector, reader)
+        except AudioDecodeError as e:
+            _decode_error("detect", e)
         typer.echo(f"{path}: {len(dets)} detection(s)")
-        for row in dets.itertuples(index=False):
-            typer.echo(f"  start={row.start:7.2f}s  end={row.end:7.2f}s  score={row.score:.3f}")
+        for d in dets:
+            typer.echo(f"  start={d['start']:7.2f}s  end={d['end']:7.2f}s  score={d['score']:.3f}")
 
 
 @app.command()
 def transcribe(audio: List[str] = AUDIO_FILES,
                model: str = typer.Option("models:/seqflow-asr-ctc@champion", help="MLflow model URI"),
                tracking_uri: Optional[str] = TRACKING) -> None:
-    """Print one transcript per audio file (``path<TAB>transcript``)."""
-    waves = _read_all(audio, "transcribe")
-    pyfunc = _load_pyfunc(model, tracking_uri)
-    for path, wav in waves:
-        text = pyfunc.predict(wav)["text"].iloc[0]
+    """Print one transcript per audio file (``path<TAB>transcript``); any length: read in blocks,
+    transcribed in overlapping windows and joined (bounded memory, docs/long-audio.md)."""
+    from seqflow.errors import AudioDecodeError
+    from seqflow.serve.long_audio import transcribe_file, unwrap
+
+    readers = _open_all(audio, "transcribe")
+    transcriber = unwrap(_load_pyfunc(model, tracking_uri), "transcriber")
+    for path, reader in readers:
+        try:
+            text = transcribe_file(transcriber, reader)
+        except AudioDecodeError as e:
+            _decode_error("transcribe", e)
         typer.echo(f"{path}\t{text}")
 
 
@@ -150,33 +169,77 @@ def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1"),
 
 
 @app.command()
-def serve(model: Optional[str] = typer.Argument(None, help="MLflow model URI (default: the configured "
-                                                          "trigger word's champion)"),
-          port: int = typer.Option(5001), host: str = typer.Option("127.0.0.1"),
-          tracking_uri: Optional[str] = typer.Option(None)) -> None:
-    """Serve a registered model over REST (``mlflow models serve``): POST /invocations {"inputs": [...]}."""
-    # mlflow runs `uvicorn` by name: put this interpreter's bin dir on PATH (venv not activated)
-    env = dict(os.environ, MLFLOW_TRACKING_URI=_tracking_uri(tracking_uri),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model or _champion_uri("trigger_word"), "--env-manager", "local",
-           "-h", host, "-p", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env=env))
+def serve(model: Optional[List[str]] = typer.Option(
+              None, "--model", "-m", help="models:/<name>@<alias> (followed) or models:/<name>/<version>; repeat "
+                                          "for several models (default: serve.models, else the configured trigger "
+                                          "word's champion)"),
+          host: Optional[str] = typer.Option(None, help="bind address (default serve.host, 127.0.0.1); put "
+                                                        "authentication in front with a reverse proxy"),
+          port: Optional[int] = typer.Option(None, help="port (default serve.port, 8080)"),
+          tracking_uri: Optional[str] = TRACKING,
+          onnx: bool = typer.Option(False, "--onnx", help="run the models on onnxruntime (seqflow.export)"),
+          overrides: Optional[List[str]] = OVERRIDES) -> None:
+    """Serve registered models (FastAPI + uvicorn): /v1/detect, /v1/transcribe, WebSocket /v1/stream,
+    /health, /model, /metrics; follows the alias. Exit 2 when an alias does not exist (docs/serving.md)."""
+    _setup_logging()
+    from seqflow.serve.server import main as serve_main
+
+    raise typer.Exit(serve_main(model or [], host, port, tracking_uri, onnx, overrides or []))
 
 
 @app.command()
-def deploy(overrides: Optional[List[str]] = OVERRIDES) -> None:
-    """Serve the pipeline as a Prefect deployment on ``flow.cron`` (needs ``PREFECT_API_URL`` of a
-    running ``prefect server start``; the ephemeral API cannot schedule)."""
+def deploy(overrides: Optional[List[str]] = OVERRIDES,
+           work_pool: Optional[str] = typer.Option(None, help="register to this Prefect work pool and exit "
+                                                              "(a `prefect worker start --pool` runs the runs) "
+                                                              "instead of serving from this process")) -> None:
+    """Schedule the pipeline as a Prefect deployment (``flow.cron``, or ``flow.interval`` seconds;
+    concurrency limit 1) and serve it from this process until Ctrl-C. Needs ``PREFECT_API_URL`` of
+    a running ``prefect server start`` (the ephemeral API cannot schedule); docs/scheduling.md."""
     _setup_logging()
+    from seqflow import deploy as deployment
+    from seqflow.errors import ConfigError
     from seqflow.flow import compose_configs
-    from seqflow.flow import pipeline as flow_fn
 
-    cfgs = compose_configs(overrides or [])
-    if not os.environ.get("PREFECT_API_URL"):
-        typer.echo("seqflow deploy: set PREFECT_API_URL to a Prefect server (prefect server start)", err=True)
+    try:
+        deployment.check_server(deployment.api_url())
+        cfgs = compose_configs(overrides or [])
+        typer.echo(f"seqflow deploy: {deployment.describe(cfgs)}")
+        if work_pool:
+            dep_id = deployment.register(cfgs, work_pool)
+            typer.echo(f"seqflow deploy: registered deployment {dep_id} to work pool {work_pool!r}; "
+                       f"run `prefect worker start --pool {work_pool}` to execute its runs")
+        else:
+            deployment.serve(cfgs)
+    except (deployment.DeployError, ConfigError) as e:
+        typer.echo(f"seqflow deploy: {e}", err=True)
         raise typer.Exit(2)
-    flow_fn.serve(name=cfgs[0]["flow"]["deployment_name"], cron=cfgs[0]["flow"]["cron"],
-                  parameters={"cfgs": cfgs})
+
+
+@app.command()
+def export(model: str = typer.Argument(..., help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model, "
+                                                 "or a downloaded model / serving package folder"),
+           fmt: str = typer.Option("onnx", "--format", help="export format (onnx)"),
+           out: Optional[str] = typer.Option(None, help="export folder (default exports/<name>-v<version>)"),
+           tracking_uri: Optional[str] = TRACKING) -> None:
+    """Export a trigger-word detector or CTC recognizer to ONNX (front end inside the graph), checked
+    against PyTorch; run it with seqflow.export.load_onnx_model or seqflow serve --onnx."""
+    from seqflow.errors import SeqflowError
+    from seqflow.export import export_onnx
+
+    if "://" in model or model.startswith(("models:", "runs:")):
+        import mlflow
+
+        mlflow.set_tracking_uri(_tracking_uri(tracking_uri))
+    try:
+        path = export_onnx(model, out, fmt=fmt)
+    except SeqflowError as e:
+        typer.echo(f"seqflow export: {e}", err=True)
+        raise typer.Exit(2)
+    import json
+
+    meta = json.loads((path / "onnx_model.json").read_text())
+    typer.echo(f"{path}: {meta['model']} ({meta['kind']}), max |ONNX - PyTorch| = {meta['check']['max_abs_diff']:.2g} "
+               f"({meta['check']['compared']}, {meta['check']['probe_seconds']:.0f} s probe)")
 
 
 def main() -> None:  # pragma: no cover
