@@ -161,8 +161,12 @@ def evaluate(model: str = typer.Argument(..., help="models:/<name>@<alias> or mo
 @app.command()
 def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1"),
        tracking_uri: Optional[str] = typer.Option(None)) -> None:
-    """Open the MLflow UI on the project's tracking store."""
+    """Open the MLflow UI on the project's tracking store (an ``http(s)`` tracking URI is an
+    ``mlflow server``: it is the UI already, nothing is started)."""
     uri = _tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        typer.echo(f"the tracking server is the UI: open {uri}")
+        raise typer.Exit(0)
     typer.echo(f"MLflow UI on http://{host}:{port} (store: {uri})")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     raise typer.Exit(subprocess.call(cmd))

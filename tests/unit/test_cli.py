@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_help_lists_commands() -> None:
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("pipeline", "prepare", "detect", "transcribe", "ui", "serve", "deploy"):
+    for cmd in ("pipeline", "prepare", "detect", "transcribe", "ui", "serve", "deploy", "export"):
         assert cmd in res.output
 
 
@@ -55,3 +55,10 @@ def test_model_list_composes_one_config_per_model() -> None:
     models, rest = split_model_list(["model=[trigger_word, ctc]", "trainer.max_epochs=2"])
     assert models == ["trigger_word", "ctc"] and rest == ["trainer.max_epochs=2"]
     assert split_model_list(["model=ctc"]) == ([], ["model=ctc"])
+
+
+def test_ui_on_a_tracking_server_points_at_it() -> None:
+    """An mlflow server is its own UI: `seqflow ui` names it instead of starting `mlflow ui` on an http URI."""
+    res = runner.invoke(app, ["ui", "--tracking-uri", "http://127.0.0.1:5999"])
+    assert res.exit_code == 0
+    assert "open http://127.0.0.1:5999" in res.output
