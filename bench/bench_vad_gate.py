@@ -51,28 +51,38 @@ def _streams(rows: list[dict]):
         yield np.concatenate(buf)
 
 
-def _fire(detector, gate, wavs) -> tuple[int, int]:
-    """(detections without the gate, with it) over ``wavs``."""
-    raw = kept = 0
+def _dets(detector, probs: np.ndarray, threshold: float) -> list[dict]:
+    from seqflow.serve.detector import detect
+
+    return detect(probs, detector.step_s, threshold, detector.refractory_s, detector.first_step_end_s)
+
+
+def _fire(detector, gate, wavs, thresholds) -> dict[float, tuple[int, int]]:
+    """Per threshold: (detections without the gate, with it) over ``wavs`` (each scored once)."""
+    out = {t: [0, 0] for t in thresholds}
     for w in wavs:
-        dets = detector.detect(w)
-        raw += len(dets)
-        kept += len(gate.filter(w, dets))
-    return raw, kept
+        probs = detector.scores(w)[0]
+        for t in thresholds:
+            dets = _dets(detector, probs, t)
+            out[t][0] += len(dets)
+            out[t][1] += len(gate.filter(w, dets))
+    return {t: (a, b) for t, (a, b) in out.items()}
 
 
-def _alone(detector, gate, rows) -> tuple[int, int]:
-    """(rows firing without the gate, with it), each scored alone with 1 s of silence either side."""
+def _alone(detector, gate, rows, thresholds) -> dict[float, tuple[int, int]]:
+    """Per threshold: (rows firing without the gate, with it), each alone with 1 s of silence either side."""
     from seqflow.audio.io import read_audio
 
     pad = np.zeros(SR, np.float32)
-    raw = kept = 0
+    out = {t: [0, 0] for t in thresholds}
     for r in rows:
         w = np.concatenate([pad, read_audio(r["audio_filepath"], target_sr=SR)[0], pad])
-        dets = detector.detect(w)
-        raw += bool(dets)
-        kept += bool(gate.filter(w, dets))
-    return raw, kept
+        probs = detector.scores(w)[0]
+        for t in thresholds:
+            dets = _dets(detector, probs, t)
+            out[t][0] += bool(dets)
+            out[t][1] += bool(gate.filter(w, dets))
+    return {t: (a, b) for t, (a, b) in out.items()}
 
 
 def main() -> None:
@@ -80,6 +90,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="models:/<name>@<alias> (default: the configured champion)")
     ap.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else the config's store")
     ap.add_argument("--half", default="all", choices=["all", "dev", "eval"], help="set half scored (default both)")
+    ap.add_argument("--thresholds", default="model,0.9,0.5",
+                    help="comma-separated detection thresholds; 'model' is the model's calibrated one")
     args = ap.parse_args()
 
     import mlflow
@@ -108,28 +120,32 @@ def main() -> None:
     v = cfg.serve.vad
     gate = VadGate(float(v.threshold), float(v.lookback_s), float(v.warmup_s))
     phrase = str(cfg.data.get("trigger_word") or "activate")
-    print(f"model {model} at threshold {detector.threshold:.4g}; gate: silero-vad p >= {v.threshold} within "
+    ths = [float(detector.threshold) if t.strip() == "model" else float(t) for t in args.thresholds.split(",")]
+    print(f"model {model}, calibrated threshold {detector.threshold:.4g}; gate: silero-vad p >= {v.threshold} within "
           f"{v.lookback_s} s before each detection (warm-up {v.warmup_s} s); half: {args.half}")
-    print(f"{'set':<24} {'hours':>6} {'FA':>5} {'FA/h':>7} {'FA gated':>9} {'FA/h gated':>11} {'ratio':>6}")
+    print(f"{'set':<24} {'threshold':>9} {'hours':>6} {'FA':>5} {'FA/h':>7} {'FA gated':>9} {'FA/h gated':>11} "
+          f"{'ratio':>6}")
     for name, manifest in sets.items():
         rows = [r for r in _rows(manifest, args.half)
                 if not r.get("confusable") and not contains_phrase(r.get("text", ""), phrase)]
         hours = sum(float(r["duration"]) for r in rows) / 3600.0
         t = time.perf_counter()
-        raw, kept = _fire(detector, gate, _streams(rows))
-        ratio = f"{kept / raw:.2f}" if raw else "n/a"
-        print(f"{name:<24} {hours:6.2f} {raw:5d} {raw / hours:7.2f} {kept:9d} {kept / hours:11.2f} {ratio:>6}"
-              f"   ({time.perf_counter() - t:.0f} s)")
+        for th, (raw, kept) in _fire(detector, gate, _streams(rows), ths).items():
+            ratio = f"{kept / raw:.2f}" if raw else "n/a"
+            print(f"{name:<24} {th:9.4g} {hours:6.2f} {raw:5d} {raw / hours:7.2f} {kept:9d} {kept / hours:11.2f} "
+                  f"{ratio:>6}")
+        print(f"  ({time.perf_counter() - t:.0f} s)")
     held = eval_data / "heldout_engine" / slug(phrase) / "manifest.jsonl"
     if held.is_file():
         rows = _rows(held, args.half)
         pos = [r for r in rows if contains_phrase(r.get("text", ""), phrase)]
         conf = [r for r in rows if r.get("confusable") and not contains_phrase(r.get("text", ""), phrase)]
         for label, subset in (("detected (phrase)", pos), ("sound-alikes firing", conf)):
-            raw, kept = _alone(detector, gate, subset)
-            if subset:
-                print(f"heldout_engine {label:<20} {raw}/{len(subset)} = {raw / len(subset):.3f} without the gate, "
-                      f"{kept}/{len(subset)} = {kept / len(subset):.3f} with it")
+            if not subset:
+                continue
+            for th, (raw, kept) in _alone(detector, gate, subset, ths).items():
+                print(f"heldout_engine {label:<20} at {th:.4g}: {raw}/{len(subset)} = {raw / len(subset):.3f} "
+                      f"without the gate, {kept}/{len(subset)} = {kept / len(subset):.3f} with it")
     else:
         print(f"heldout_engine: skipped: {held} missing")
 
