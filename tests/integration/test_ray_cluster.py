@@ -64,6 +64,25 @@ except RayClusterError as e:
 """
 
 
+# ray_session on a local Ray: disconnects what it started, leaves a Ray its caller started alone.
+SESSIONS = """
+import ray
+from omegaconf import OmegaConf
+from seqflow.train.launcher import ray_session
+cfg = OmegaConf.create({"ray": {"address": None, "num_cpus": 1, "num_workers": 1, "cpus_per_worker": 1,
+                                "use_gpu": False}})
+for i in range(2):   # e.g. two training rounds in one flow run: a fresh local Ray each time
+    with ray_session(cfg):
+        print("answer", ray.get(ray.remote(lambda: 41 + i).remote()))
+    print("after own session", ray.is_initialized())
+ray.init(address="local", num_cpus=1, include_dashboard=False)
+with ray_session(cfg):
+    pass
+print("after caller's Ray", ray.is_initialized())
+ray.shutdown()
+"""
+
+
 def _free_port() -> int:
     """A TCP port free on every interface (Ray's servers listen on all of them)."""
     with socket.socket() as s:
@@ -263,6 +282,17 @@ def test_placement_tags_by_rank() -> None:
     many = [{"rank": r, "node_id": f"{r:056x}"} for r in range(200)]   # past MLflow's tag length
     short = json.loads(rank_placement_tags(many, "PACK")[TAG_RANK_NODES])
     assert len(short) == 200 and short[7] == f"{7:056x}"[:16]
+
+
+@pytest.mark.slow
+def test_ray_session_shuts_down_only_what_it_started(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", SESSIONS], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(("answer", "after"))]
+    assert lines == ["answer 41", "after own session False", "answer 42", "after own session False",
+                     "after caller's Ray True"], proc.stdout
 
 
 def test_nothing_listening_is_a_quick_one_line_error() -> None:
