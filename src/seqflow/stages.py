@@ -41,6 +41,9 @@ def check_config(cfg: DictConfig) -> None:
     from seqflow.mining import MiningConfig
 
     MiningConfig.from_config(cfg)  # bad clips.hard_negative_mining values fail here, not after round 1
+    from seqflow.train.launcher import check_ray_config
+
+    check_ray_config(cfg)  # bad ray.* values fail before prepare, not at the train stage
 
 
 def prepare(cfg: DictConfig) -> Path:
