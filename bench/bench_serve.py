@@ -74,18 +74,23 @@ def _word_end(wav: np.ndarray, floor_db: float = -40.0) -> float:
     return float((loud[-1] + 1) * hop / SR) if loud.size else len(wav) / SR
 
 
-def _phrase_clips(eval_data: Path, phrase: str, limit: int) -> list[tuple[np.ndarray, float]]:
+def _phrase_clips(eval_data: Path, phrase: str, limit: int,
+                  manifest: Path | None = None) -> list[tuple[np.ndarray, float]]:
+    """The phrase spoken alone, 1 s of silence before and 2.5 s after, with the word's end [s].
+    From ``manifest`` (NeMo JSONL; rows whose text is the phrase, test split only where rows name
+    one, paths relative to the manifest) or else the held-out festival renders."""
     from seqflow.audio.io import read_audio
     from seqflow.config import slug
 
-    manifest = eval_data / "heldout_engine" / slug(phrase) / "manifest.jsonl"
+    manifest = manifest or eval_data / "heldout_engine" / slug(phrase) / "manifest.jsonl"
     if not manifest.is_file():
         return []
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("text", "").strip().lower() == phrase.lower()][:limit]
+    rows = [r for r in rows if r.get("text", "").strip().lower() == phrase.lower()
+            and r.get("split", "test") == "test"][:limit]
     clips = []
     for r in rows:
-        word = read_audio(r["audio_filepath"], target_sr=SR)[0]
+        word = read_audio(manifest.parent / r["audio_filepath"], target_sr=SR)[0]
         lead, tail = np.zeros(SR, np.float32), np.zeros(int(2.5 * SR), np.float32)
         clips.append((np.concatenate([lead, word, tail]), 1.0 + _word_end(word)))
     return clips
@@ -129,6 +134,9 @@ def main() -> None:
     ap.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else the config's store")
     ap.add_argument("--requests", type=int, default=30, help="REST requests per clip length")
     ap.add_argument("--stream-clips", type=int, default=6)
+    ap.add_argument("--clips-manifest", type=Path, default=None,
+                    help="NeMo JSONL with the phrase spoken alone (e.g. a corpus's data/manifest.jsonl: its "
+                         "test-split positives); default: the held-out festival renders")
     args = ap.parse_args()
 
     import mlflow
@@ -175,7 +183,7 @@ def main() -> None:
             print(f"{seconds:5.0f}s {s50 * 1e3:9.1f}ms {s95 * 1e3:9.1f}ms {l50 * 1e3:13.1f}ms {s50 / l50:9.2f}x")
         eval_data = Path(cfg.evaluate.eval_data)
         phrase = str(cfg.data.get("trigger_word") or "activate")
-        clips = _phrase_clips(eval_data, phrase, args.stream_clips)
+        clips = _phrase_clips(eval_data, phrase, args.stream_clips, args.clips_manifest)
         if not clips:
             print(f"streaming: skipped: no held-out renders of {phrase!r} under {eval_data}/heldout_engine")
             return
