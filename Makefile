@@ -23,7 +23,7 @@ pipeline: $(STAMP) eval-data   ## fetch the evaluation audio, then run the whole
 	$(VENV)/bin/seqflow pipeline $(ARGS)
 
 test: $(STAMP)            ## unit + integration tests (real Ray, MLflow, Prefect, DVC)
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=20 tests
 
 test-fast: $(STAMP)       ## unit tests only
 	$(PY) -m pytest -q tests/unit
