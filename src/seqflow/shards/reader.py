@@ -27,7 +27,7 @@ import logging
 import random
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -87,11 +87,13 @@ def _decode(sample: dict, shard: str) -> dict:
     return {"key": sample["__key__"], "wav": wav, "meta": meta, "text": text}
 
 
-def read_shard(path: Path, expected: int | None = None, strict: bool = False) -> Iterator[dict]:
+def read_shard(path: Path, expected: int | None = None, strict: bool = False,
+               on_lost: Callable[[int], None] | None = None) -> Iterator[dict]:
     """Decoded samples ``{"key", "wav" (S,), "meta", "text"}`` of one tar, in order.
 
     Unreadable members and undecodable samples are skipped; the number lost (``expected`` minus
-    read, at least the decode failures) is logged as a warning with the first reasons.
+    read, at least the decode failures) is logged as a warning with the first reasons and, once
+    the tar has been read to its end, passed to ``on_lost`` (when not 0).
 
     Raises:
         ShardError: with ``strict``, at the first lost sample.
@@ -111,6 +113,8 @@ def read_shard(path: Path, expected: int | None = None, strict: bool = False) ->
     lost = max(len(skips.reasons) if expected is None else expected - good, 0)
     if strict and lost:
         raise ShardError(f"{path}: {lost} sample(s) missing ({'; '.join(skips.reasons[:2]) or 'truncated'})")
+    if lost and on_lost is not None:
+        on_lost(lost)
     if lost or skips.reasons:
         log.warning("shard %s: skipped %d of %s samples (%s)", path, lost, expected if expected is not None else "?",
                     "; ".join(skips.reasons[:3]) or "fewer samples than index.json says")
@@ -158,7 +162,10 @@ class ShardBatches(IterableDataset):
     ``batches_per_rank`` batches per epoch (``len()``): ``batch_size`` samples each, or with
     ``batch_seconds`` dynamic duration-bucketed batches (edges ``boundaries`` [s]); token ids
     added by the tokenizer in ``tokenizer_dir`` (loaded in each worker); ``augment``: the train
-    split's per-utterance augmentation (seeded by seed, epoch, rank and sample key).
+    split's per-utterance augmentation (seeded by seed, epoch, rank and sample key). A batch
+    carries ``lost_samples`` (int) when samples of this worker's shards were lost (unreadable or
+    undecodable, :func:`read_shard`) since its previous batch; every pass over a damaged shard
+    counts again.
 
     Raises:
         ShardError: ``augment`` on an index whose split is not ``train``.
@@ -182,14 +189,14 @@ class ShardBatches(IterableDataset):
     def __len__(self) -> int:
         return self.batches_per_rank
 
-    def _cycle(self, shards: list, rng: random.Random, who: str) -> Iterator[dict]:
+    def _cycle(self, shards: list, rng: random.Random, who: str, on_lost: Callable[[int], None]) -> Iterator[dict]:
         while True:
             order = list(shards)
             if self.shuffle:
                 rng.shuffle(order)
             got = 0
             for path, expected in order:
-                for sample in read_shard(path, expected):
+                for sample in read_shard(path, expected, on_lost=on_lost):
                     got += 1
                     yield sample
             if got == 0:
@@ -203,7 +210,8 @@ class ShardBatches(IterableDataset):
         if not shards:
             raise ShardError(f"{who}: no shard assigned (run check_shards_for_ranks first)")
         rng = random.Random(f"{self.seed}-{self.rank}-{wid}-{self.epoch}")
-        stream = self._cycle(shards, rng, who)
+        lost = [0]  # samples lost since the last batch (this worker)
+        stream = self._cycle(shards, rng, who, lambda n: lost.__setitem__(0, lost[0] + n))
         if self.shuffle:
             stream = wds.filters.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 32), rng=rng)(stream)
         tokenizer = None
@@ -219,7 +227,10 @@ class ShardBatches(IterableDataset):
             groups = ([next(stream) for _ in range(self.batch_size)] for _ in itertools.count())
         try:
             for _ in range(self.batches_per_rank // nw):
-                yield collate(next(groups), tokenizer)
+                batch = collate(next(groups), tokenizer)
+                if lost[0]:
+                    batch["lost_samples"], lost[0] = lost[0], 0
+                yield batch
         finally:
             for it in (groups, stream):
                 close = getattr(it, "close", None)
@@ -262,7 +273,8 @@ def make_dataloader(index_path: str | Path, batch_size: int, rank: int, world_si
                     batch_margin: float = 0.1, tokenizer_dir: str | Path | None = None,
                     augment: UtteranceAugment | None = None) -> ShardLoader:
     """DataLoader of one rank over a split's shards (see module doc); yields the batch dicts of
-    :func:`collate`, ``len()`` batches per epoch, the same number on every rank.
+    :func:`collate` (plus ``lost_samples`` after damaged shards, see :class:`ShardBatches`),
+    ``len()`` batches per epoch, the same number on every rank.
 
     Args:
         index_path: the split's ``index.json``.

@@ -54,6 +54,35 @@ class RankThroughput(pl.Callback):
             self.summary = {"per_rank_samples": counts, **metrics}
 
 
+class LostSamples(pl.Callback):
+    """Counts the samples lost to damaged shards (the loader's ``lost_samples``, see
+    :class:`seqflow.shards.reader.ShardBatches`) on every rank; at each train epoch end (after that
+    epoch's validation) all-gathers the counts (a collective on every rank) and rank 0 logs the
+    totals of this fit so far as ``data/lost_samples_train`` and ``data/lost_samples_val`` (samples;
+    every pass over a damaged shard counts again), with a warning while they are not 0."""
+
+    def __init__(self) -> None:
+        self.lost = {"train": 0, "val": 0}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.lost["train"] += int(batch.get("lost_samples", 0))
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            self.lost["val"] += int(batch.get("lost_samples", 0))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        local = torch.tensor([self.lost["train"], self.lost["val"]], dtype=torch.long)
+        totals = trainer.strategy.all_gather(local).reshape(-1, 2).sum(0).tolist()
+        if trainer.global_rank == 0:
+            metrics = {"data/lost_samples_train": float(totals[0]), "data/lost_samples_val": float(totals[1])}
+            for lg in trainer.loggers:
+                lg.log_metrics(metrics, step=trainer.global_step)
+            if any(totals):
+                log.warning("%d train / %d val sample(s) lost to damaged shards so far (see the shard warnings)",
+                            *totals)
+
+
 class ProgressLog(pl.Callback):
     """Rank 0 logs progress as plain lines (Ray forwards worker output line by line, so a
     carriage-return progress bar would not show): every ``every`` steps and at each epoch end."""
@@ -202,7 +231,7 @@ def train_loop_per_worker(config: dict) -> None:
     logger = MLFlowLogger(tracking_uri=cfg.tracking.tracking_uri, run_id=config["run_id"],
                           experiment_name=config["experiment_name"], log_model=False)
     throughput = RankThroughput()
-    callbacks = [RayTrainReportCallback(), throughput, ProgressLog()]
+    callbacks = [RayTrainReportCallback(), throughput, LostSamples(), ProgressLog()]
     sysm = system_metrics_callback(cfg, config["run_id"], ctx.get_local_rank(), ctx.get_node_rank(),
                                    ctx.get_local_world_size() < world)
     if sysm is not None:
