@@ -3,7 +3,8 @@
 Reads ``<root>/manifest.jsonl`` (written by prepare) and writes, atomically and with deterministic bytes:
 
 - ``<root>/quarantine.jsonl``: one row per bad file,
-  ``{"audio_filepath", "reason", "detail", "stage": "validate"}`` (rows of stage ``prepare`` kept first);
+  ``{"audio_filepath", "reason", "detail", "stage": "validate"}`` (rows of stage ``prepare`` kept first:
+  the items the source dropped; they count against ``max_bad_fraction`` too);
 - ``<root>/manifest.valid.jsonl``: the valid rows, ``duration`` replaced by the decoded duration;
   speech-recognition rows (``kind == "utterance"``) carry the normalised transcript
   (:func:`seqflow.text.normalize.normalize_text`) in ``text`` and the original in ``extra["raw_text"]``.
@@ -11,7 +12,8 @@ Reads ``<root>/manifest.jsonl`` (written by prepare) and writes, atomically and 
 The manifest itself and the audio files are left untouched. Reasons (one per file, first match wins):
 ``empty_transcript`` (trigger-word rows), ``unnormalisable_text`` / ``empty_text`` (utterances: the
 transcript does not normalise; the detail names the characters), ``missing``, ``empty``, ``unreadable``,
-``channels``, ``sample_rate``, ``too_long``, ``nan_or_inf``, ``too_short``, ``silent``, ``clipped``.
+``truncated`` (a WAV whose header claims more frames than the file holds), ``channels``, ``sample_rate``,
+``too_long``, ``nan_or_inf``, ``too_short``, ``silent``, ``clipped``.
 
 >>> report = validate_corpus(Path("data"), min_duration=0.05, max_duration=120.0,
 ...                          max_bad_fraction=0.05, sample_rate=16000)  # doctest: +SKIP
@@ -19,8 +21,10 @@ transcript does not normalise; the detail names the characters), ``missing``, ``
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import struct
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +35,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from seqflow.audio.io import read_audio
-from seqflow.data.manifest import MANIFEST_NAME, QUARANTINE_NAME, Utterance, read_jsonl, read_manifest, write_jsonl, write_manifest
+from seqflow.data.manifest import (MANIFEST_NAME, QUARANTINE_NAME, Utterance, read_jsonl, read_manifest, write_jsonl,
+                                   write_manifest)
 from seqflow.errors import AudioDecodeError, DataValidationError
 from seqflow.text.normalize import TextNormalizationError, normalize_text
 
@@ -43,6 +48,7 @@ SILENCE_THRESHOLD = 1e-4  # peak (or peak-to-peak) amplitude below this is silen
 CLIP_LEVEL = 0.999  # |x| at or above this counts as full scale
 MAX_CLIPPED_FRACTION = 0.01  # more than 1 % of samples at full scale -> clipped
 HEADER_CHECK_BYTES = 2_000_000  # files larger than this get a header check before decoding
+CORPUS_SUMMARY_NAME = "corpus.json"  # written by prepare; user sources record their prepare drops in it
 
 
 @dataclass
@@ -53,10 +59,11 @@ class ValidationReport:
         total: rows in the manifest.
         valid: rows kept in ``manifest.valid.jsonl``.
         quarantined: rows written to ``quarantine.jsonl`` by this stage.
-        bad_fraction: ``quarantined / total`` (0.0 for an empty manifest).
-        reasons: reason -> number of quarantined files, sorted by reason.
+        bad_fraction: ``(quarantined + dropped) / (total + dropped)`` (0.0 for an empty manifest).
+        reasons: reason -> number of files quarantined by this stage, sorted by reason.
         seconds: ``"<split>/<kind>"`` -> seconds of valid audio, sorted by key.
         quarantine_path / valid_manifest_path: the files written.
+        dropped / dropped_reasons: items the source dropped at prepare (its ``stage: prepare`` rows), per reason.
     """
 
     total: int
@@ -67,19 +74,24 @@ class ValidationReport:
     seconds: dict[str, float] = field(default_factory=dict)
     quarantine_path: Path | None = None
     valid_manifest_path: Path | None = None
+    dropped: int = 0
+    dropped_reasons: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One log line: counts, reasons and hours of valid audio."""
         why = ", ".join(f"{k} {v}" for k, v in self.reasons.items()) or "none"
         hours = sum(self.seconds.values()) / 3600.0
+        dropped = ", ".join(f"{k} {v}" for k, v in self.dropped_reasons.items())
         return (f"validate: {self.valid} valid, {self.quarantined} quarantined ({why}) of {self.total} files; "
-                f"{hours:.3f} h valid audio")
+                + (f"{self.dropped} dropped at prepare ({dropped}); " if self.dropped else "")
+                + f"{hours:.3f} h valid audio")
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (for MLflow params / Prefect artifacts)."""
         return {"total": self.total, "valid": self.valid, "quarantined": self.quarantined,
                 "bad_fraction": self.bad_fraction, "reasons": dict(self.reasons), "seconds": dict(self.seconds),
-                "quarantine_path": str(self.quarantine_path), "valid_manifest_path": str(self.valid_manifest_path)}
+                "quarantine_path": str(self.quarantine_path), "valid_manifest_path": str(self.valid_manifest_path),
+                "dropped": self.dropped, "dropped_reasons": dict(self.dropped_reasons)}
 
 
 def check_transcript(text: str | None, kind: str) -> tuple[str, str] | None:
@@ -182,12 +194,50 @@ def check_audio(wav: np.ndarray, sr: int, channels: int | None = None, *, min_du
     return None
 
 
+def wav_truncation(path: Path) -> tuple[str, str, float] | None:
+    """``("truncated", detail, seconds held)`` when a RIFF/WAVE file's ``data`` chunk claims more bytes than the
+    file holds (a copy cut short: libsndfile silently decodes what is there), else ``None``.
+
+    Only the chunk headers are read. Not WAV, a malformed header (left to the decoder) or a streamed size
+    (``0`` or ``0xFFFFFFFF``) -> ``None``.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block, rate, pos = 0, 0, 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, csize = struct.unpack("<4sI", f.read(8))
+                if cid == b"fmt ":
+                    fmt = f.read(16)
+                    if len(fmt) == 16:
+                        _, _, rate, _, block = struct.unpack("<HHIIH", fmt[:14])
+                elif cid == b"data":
+                    held = size - pos - 8
+                    if csize in (0, 0xFFFFFFFF) or csize <= held or block <= 0 or rate <= 0:
+                        return None
+                    claimed, frames = csize // block, held // block
+                    return ("truncated", f"header claims {claimed} frames ({claimed / rate:.3f} s), the file holds "
+                                         f"{frames} ({frames / rate:.3f} s): {csize - held} bytes missing",
+                            frames / rate)
+                pos += 8 + csize + (csize & 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
 def _check_file(path: Path, limits: dict) -> tuple[str | None, str, float]:
     """Decode ``path`` once and check it: ``(reason or None, detail, duration [s])``."""
     try:
         size = path.stat().st_size if path.is_file() else -1
         if size == 0:
             return ("empty", "zero bytes", 0.0)
+        cut = wav_truncation(path) if size > 0 else None
+        if cut is not None:
+            return cut
         info = None
         if size > HEADER_CHECK_BYTES:  # read the header first so huge / many-channel files are not decoded
             try:
@@ -208,6 +258,21 @@ def _check_file(path: Path, limits: dict) -> tuple[str | None, str, float]:
     return (*bad, wav.shape[0] / sr) if bad else (None, "", wav.shape[0] / sr)
 
 
+def _prepare_rows(root: Path, rows: list[dict]) -> list[dict]:
+    """The ``stage: prepare`` rows that belong to the corpus now in ``root``: all of them, unless its
+    ``corpus.json`` has no ``quarantined`` record (the synthetic source drops nothing at prepare), in which case
+    they were left by an earlier corpus of another source in the same ``data.root`` and are dropped."""
+    try:
+        summary = json.loads((root / CORPUS_SUMMARY_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return rows
+    if rows and isinstance(summary, dict) and "quarantined" not in summary:
+        log.info("validate: removing %d prepare-stage quarantine rows left by an earlier corpus (the %s corpus "
+                 "in %s records none)", len(rows), summary.get("source", "current"), root)
+        return []
+    return rows
+
+
 def validate_corpus(root: Path, min_duration: float, max_duration: float, max_bad_fraction: float, sample_rate: int,
                     max_channels: int = 2, progress: bool = True, *, max_background_duration: float | None = None,
                     silence_threshold: float = SILENCE_THRESHOLD, clip_level: float = CLIP_LEVEL,
@@ -218,7 +283,9 @@ def validate_corpus(root: Path, min_duration: float, max_duration: float, max_ba
         root: corpus root (relative ``audio_filepath`` values resolve against it).
         min_duration / max_duration: allowed duration [s] of speech rows; backgrounds use ``min_duration`` and
             ``max_background_duration`` (``None``: no upper limit, real recordings may be long).
-        max_bad_fraction: fail when more than this fraction of rows is quarantined.
+        max_bad_fraction: fail when more than this fraction of items is bad: rows quarantined here plus the
+            items the source dropped at prepare (``stage: prepare`` rows of ``quarantine.jsonl``, counted in the
+            total too; rows left by an earlier corpus whose ``corpus.json`` records none are removed).
         sample_rate: target rate [Hz]; files below half of it are quarantined (``sample_rate``), other rates
             are valid (resampled later).
         max_channels: more channels -> ``channels``.
@@ -278,22 +345,28 @@ def validate_corpus(root: Path, min_duration: float, max_duration: float, max_ba
             rows.append({"audio_filepath": u.audio_filepath, "reason": reason, "detail": detail, "stage": "validate"})
 
     quarantine_path, valid_path = root / QUARANTINE_NAME, root / VALID_MANIFEST_NAME
-    earlier = [r for r in read_jsonl(quarantine_path) if r.get("stage") == "prepare"]
+    earlier = _prepare_rows(root, [r for r in read_jsonl(quarantine_path) if r.get("stage") == "prepare"])
     write_jsonl(quarantine_path, earlier + rows)
     write_manifest(valid_path, valid)
 
     reasons = dict(sorted(Counter(r["reason"] for r in rows).items()))
+    dropped = dict(sorted(Counter(r.get("reason", "unknown") for r in earlier).items()))
     report = ValidationReport(
-        total=len(utts), valid=len(valid), quarantined=len(rows), bad_fraction=len(rows) / len(utts),
+        total=len(utts), valid=len(valid), quarantined=len(rows),
+        bad_fraction=(len(rows) + len(earlier)) / (len(utts) + len(earlier)),
         reasons=reasons, seconds={k: round(v, 3) for k, v in sorted(seconds.items())},
-        quarantine_path=quarantine_path, valid_manifest_path=valid_path)
+        quarantine_path=quarantine_path, valid_manifest_path=valid_path, dropped=len(earlier),
+        dropped_reasons=dropped)
     log.info(report.summary())
 
     why = ", ".join(f"{k}: {v}" for k, v in reasons.items())
     if report.bad_fraction > max_bad_fraction:
+        both = ", ".join(f"{k}: {v}" for k, v in sorted((Counter(reasons) + Counter(dropped)).items()))
+        split = f" ({report.quarantined} at validate, {report.dropped} dropped at prepare)" if report.dropped else ""
         raise DataValidationError(
-            f"{root}: {report.quarantined} of {report.total} files quarantined ({report.bad_fraction:.1%} > "
-            f"data.max_bad_fraction {max_bad_fraction:.1%}); reasons: {why}; see {quarantine_path}")
+            f"{root}: {report.quarantined + report.dropped} of {report.total + report.dropped} files "
+            f"quarantined{split} ({report.bad_fraction:.1%} > data.max_bad_fraction {max_bad_fraction:.1%}); "
+            f"reasons: {both}; see {quarantine_path}")
     if not any(u.kind != "background" for u in valid):
         raise DataValidationError(
             f"{root}: no valid utterance ({report.quarantined} quarantined; reasons: {why or 'none'}); "

@@ -4,6 +4,10 @@ Layout: ``<shards.root>/<data_md5>-<config_hash>/<split>/shard-000000.tar`` + ``
 A split folder is written under a temporary name next to its final place and renamed in one
 step, so a reader sees either no split or a complete one; an existing complete set for the same
 data version and config hash is reused. ``index.json`` is described in :mod:`seqflow.shards.index`.
+Temporary folders are named ``.<split>.tmp-<host>-<pid>-<random>`` (``.old-`` for a replaced split on its
+way out): a writer killed mid-write (SIGKILL, power loss) leaves one behind, and the next
+:func:`shard_dataset` removes every such folder whose writer no longer runs, with a warning
+(:func:`clean_stale_temp`); being hidden and without a final name, none is ever read as a split.
 What a sample holds depends on the model family: trigger-word clips (:mod:`seqflow.shards.clips`)
 or utterances for ASR (:mod:`seqflow.shards.utterances`, with the tokenizer and the shard-stage
 quarantine next to the splits).
@@ -18,7 +22,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +46,71 @@ log = logging.getLogger(__name__)
 
 SHARD_PATTERN = "shard-{:06d}.tar"
 SHARD_LAYOUT_VERSION = 4  # bump when clip synthesis or the sample layout changes (4: words trimmed once)
+# .<name>.tmp-<host>-<pid>-<random> (older versions: .<name>.tmp-<random>, no writer recorded)
+TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?:tmp|old)-(?:(?P<host>.+)-(?P<pid>\d+)-)?[a-z0-9_]+$")
+
+
+def _temp_prefix(name: str, kind: str) -> str:
+    """``mkdtemp`` prefix naming the writer: ``.<name>.<kind>-<host>-<pid>-``."""
+    return f".{name}.{kind}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def _writer_runs(host: str | None, pid: str | None) -> bool:
+    """Whether the writer named by a temp folder may still run: yes for another host (unknowable) and for a
+    live process here; no for a dead or zombie pid, or a folder of an older version (no writer recorded)."""
+    if host is None or pid is None:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not reaped yet still answers kill(0)
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def clean_stale_temp(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary folders in ``folder`` (of split ``name`` only, when given) left by shard writes
+    that were killed before they finished; one warning per folder. Folders of a writer that still runs are kept.
+
+    Returns:
+        The removed folders.
+    """
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for p in sorted(Path(folder).iterdir()):
+        m = TEMP_NAME.match(p.name)
+        if not (m and p.is_dir() and not p.is_symlink()) or (name is not None and m["name"] != name):
+            continue
+        if _writer_runs(m["host"], m["pid"]):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        log.warning("removed %s: temporary folder of a shard write that did not finish (writer %s no longer "
+                    "runs); never used as shards", p, f"pid {m['pid']}" if m["pid"] else "of an older seqflow")
+        removed.append(p)
+    return removed
+
+
+def sweep_shard_temp(shards_root: Path) -> list[Path]:
+    """:func:`clean_stale_temp` in every shard set under ``shards_root`` (``<set>/`` and ``<set>/mined/<run>/``,
+    where :func:`write_shards` writes); returns the removed folders."""
+    root = Path(shards_root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for shard_set in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        removed += clean_stale_temp(shard_set)
+        mined = shard_set / "mined"
+        if mined.is_dir():
+            for run in sorted(d for d in mined.iterdir() if d.is_dir() and not d.name.startswith(".")):
+                removed += clean_stale_temp(run)
+    return removed
 
 
 def _tar_size(sample: dict) -> int:
@@ -120,7 +191,8 @@ def write_shards(samples: Iterable[dict], out_dir: Path, split: str, target_byte
     Args:
         samples: dicts ``{"__key__", "audio": float32 (S,), "sample_rate", "txt", "json": dict}``
             (as :meth:`ClipSource.clips` yields); audio is encoded as 16-bit ``fmt`` (flac | wav).
-        out_dir: the split folder; replaced as a whole (temporary sibling folder + rename).
+        out_dir: the split folder; replaced as a whole (temporary sibling folder + rename); temporary
+            folders of earlier killed writes of the same split are removed first (:func:`clean_stale_temp`).
         target_bytes: a new tar starts before one would grow past this size.
         min_shards: at least this many tars (samples re-spread evenly when fewer would do).
         total: number of samples, for the progress bar only.
@@ -136,7 +208,8 @@ def write_shards(samples: Iterable[dict], out_dir: Path, split: str, target_byte
         raise ShardError(f"shards.format: {fmt!r} is not flac or wav")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    clean_stale_temp(out_dir.parent, out_dir.name)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_temp_prefix(out_dir.name, "tmp")))
     try:
         shards = _Shards(tmp)
         for sample in tqdm(samples, total=total, disable=not progress, desc=f"shard {split}", unit="sample"):
@@ -166,7 +239,7 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
     """Rename ``tmp`` to ``out_dir``; an older ``out_dir`` is moved aside first and then deleted."""
     trash = None
     if out_dir.exists():
-        trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_temp_prefix(out_dir.name, "old")))
         os.replace(out_dir, trash / out_dir.name)
     os.replace(tmp, out_dir)
     if trash is not None:
@@ -248,7 +321,9 @@ def shard_dataset(cfg, data_root: str | Path, data_md5: str, progress: bool = Tr
 
     The model family's ``shards`` picks the content: ``clips`` → synthesized clips (:class:`ClipSource`);
     ``utterances`` (ctc, transformer) → :class:`UtteranceSource`, plus ``tokenizer/`` and the
-    shard-stage ``quarantine.jsonl`` in the shard set folder. A split whose ``index.json`` exists
+    shard-stage ``quarantine.jsonl`` in the shard set folder. Temporary folders left under
+    ``shards.root`` by killed writes are removed first (:func:`sweep_shard_temp`, one warning each). A split
+    whose ``index.json`` exists
     (and, with ``verify``, whose tars match their sha256) is reused; anything else is (re)written
     from the corpus at ``data_root``.
 
@@ -262,6 +337,7 @@ def shard_dataset(cfg, data_root: str | Path, data_md5: str, progress: bool = Tr
     family = "asr" if get_family(cfg).shards == "utterances" else "trigger_word"
     config_hash = shard_config_hash(cfg)
     root = Path(cfg.shards.root) / f"{data_md5}-{config_hash}"
+    sweep_shard_temp(Path(cfg.shards.root))
     shard_set = ShardSet(root=str(root), data_md5=data_md5, config_hash=config_hash)
     utterances = UtteranceSource.from_config(cfg, data_root, root) if family == "asr" else None
     source, reused = None, []

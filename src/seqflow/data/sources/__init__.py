@@ -78,6 +78,7 @@ def prepare_source(cfg_data: DictConfig, sample_rate: int, seed: int, progress: 
 
     Raises:
         ConfigError: unknown source (lists the options) or a bad ``data.*`` value.
-        DataValidationError: a user source with no usable utterance (message names ``data.path``).
+        DataValidationError: a user source with no usable utterance, or one that dropped more than
+            ``data.max_bad_fraction`` of its items (message names ``data.path``, counts and the quarantine file).
     """
     return _builder(str(cfg_data.get("source")))(cfg_data, sample_rate, seed, progress=progress)

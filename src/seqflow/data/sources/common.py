@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 KINDS = ("positive", "negative", "background", "utterance")
 MIN_SPEAKERS = 3  # fewer distinct speakers than this: split by file instead of by speaker
+IGNORED_STEMS = frozenset({"readme", "license", "licence", "copying", "notice", "changelog"})  # never data
+IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test", "eval": "test"}
 
@@ -122,17 +124,40 @@ def speaker_fractions(raw: dict) -> dict[str, float]:
     return {s: float(frac[s]) for s in SPLITS}
 
 
-def walk_audio(base: Path, exclude: Path | None = None, recursive: bool = True) -> list[Path]:
-    """Audio files (suffix in :data:`~seqflow.audio.io.AUDIO_SUFFIXES`, any case) under ``base``, sorted; hidden
-    files/folders and anything under ``exclude`` (the corpus root) are skipped."""
+def is_ignored(path: Path) -> bool:
+    """Files that are never data: :data:`IGNORED_STEMS` (``README.md``, ``LICENSE``, ...) and
+    :data:`IGNORED_NAMES` (``Thumbs.db``, ``desktop.ini``), any case; never an audio file (:func:`is_audio`)."""
+    return not is_audio(path) and (path.name.lower() in IGNORED_NAMES or path.stem.lower() in IGNORED_STEMS)
+
+
+def walk_files(base: Path, exclude: Path | None = None, recursive: bool = True) -> list[Path]:
+    """Every file under ``base``, sorted; hidden files/folders, anything under ``exclude`` (the corpus root) and
+    :func:`is_ignored` files are skipped."""
     found = base.rglob("*") if recursive else base.glob("*")
     out = []
     for p in found:
         rel = p.relative_to(base).parts
-        if (p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not any(r.startswith(".") for r in rel)
+        if (p.is_file() and not any(r.startswith(".") for r in rel) and not is_ignored(p)
                 and not (exclude is not None and p.resolve().is_relative_to(exclude))):
             out.append(p)
     return sorted(out, key=lambda p: p.relative_to(base).as_posix())
+
+
+def is_audio(path: Path) -> bool:
+    """Suffix in :data:`~seqflow.audio.io.AUDIO_SUFFIXES` (any case): a file the sources read."""
+    return path.suffix.lower() in AUDIO_SUFFIXES
+
+
+def walk_audio(base: Path, exclude: Path | None = None, recursive: bool = True) -> list[Path]:
+    """Audio files (:func:`is_audio`) of :func:`walk_files`."""
+    return [p for p in walk_files(base, exclude, recursive) if is_audio(p)]
+
+
+def unsupported_row(path: Path, line: int | None = None) -> dict:
+    """Quarantine row ``unsupported_format`` for a file the source does not read (an ``.m4a``, a ``.pdf``...)."""
+    return quarantine_row(path, "unsupported_format", f"{path.name}: {path.suffix or 'no extension'} is not read "
+                          f"(readable: {', '.join(AUDIO_SUFFIXES)}); convert it, e.g. ffmpeg -i {path.name} "
+                          f"{path.stem}.flac", line)
 
 
 def _allocate(n: int, frac: dict[str, float]) -> tuple[int, int]:

@@ -3,7 +3,9 @@
 :func:`build_corpus` takes the :class:`~seqflow.data.sources.common.Item` rows and prepare-stage quarantine rows
 of a source's scan and
 
-1. drops repeated references to one audio file (reason ``duplicate``, rows after the scan's own rows);
+1. drops repeated references to one audio file (reason ``duplicate``, rows after the scan's own rows); every
+   dropped item counts against ``data.max_bad_fraction``: more dropped than that fraction of all items (kept +
+   dropped) stops prepare before any copying (:func:`check_dropped`), and validate counts them again;
 2. gives every item without a split one by speaker (:func:`~seqflow.data.sources.common.assign_splits`);
 3. copies the audio byte-for-byte to ``<root>/audio/<split>/<name>`` (original format and extension; down-mixing
    and resampling happen when reading, :func:`seqflow.audio.io.read_audio`); a name taken twice gets ``-<hash8>``;
@@ -128,6 +130,28 @@ def _sweep(root: Path, keep: set[str]) -> None:
             p.rmdir()
 
 
+def check_dropped(source: str, kept: int, quarantine: list[dict], max_bad_fraction: float | None, root: Path,
+                  where: str) -> None:
+    """Fail when the items a source dropped (its prepare quarantine rows) exceed ``max_bad_fraction`` of all.
+
+    Args:
+        kept: items the source will copy; quarantine: its prepare rows (one per dropped item);
+        max_bad_fraction: ``data.max_bad_fraction`` (``None``: no check).
+
+    Raises:
+        DataValidationError: ``dropped / (kept + dropped) > max_bad_fraction``; one line with the counts per
+            reason and the quarantine file (already written).
+    """
+    total = kept + len(quarantine)
+    if max_bad_fraction is None or not total or len(quarantine) / total <= float(max_bad_fraction):
+        return
+    reasons = Counter(r["reason"] for r in quarantine)
+    raise DataValidationError(
+        f"data={source} data.path={where}: {len(quarantine)} of {total} source items dropped at prepare "
+        f"({len(quarantine) / total:.1%} > data.max_bad_fraction {float(max_bad_fraction):.1%}); reasons: "
+        f"{', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))}; see {root / QUARANTINE_NAME}")
+
+
 def _duration(path: Path) -> float:
     try:
         return round(float(sf.info(str(path)).duration), 6)
@@ -137,7 +161,7 @@ def _duration(path: Path) -> float:
 
 def build_corpus(source: str, spec: dict, items: list[Item], quarantine: list[dict], root: Path, sample_rate: int,
                  seed: int, frac: dict[str, float], where: str, progress: bool = True,
-                 summary: dict | None = None) -> Path:
+                 summary: dict | None = None, max_bad_fraction: float | None = None) -> Path:
     """Write the corpus for scanned ``items`` under ``root``; returns the ``manifest.jsonl`` path.
 
     Args:
@@ -146,11 +170,13 @@ def build_corpus(source: str, spec: dict, items: list[Item], quarantine: list[di
         root: corpus root (``data.root``); sample_rate [Hz] and seed: recorded and fingerprinted.
         frac: ``data.speaker_split`` fractions for items without a split; where: ``data.path`` for messages.
         summary: extra keys for ``corpus.json``.
+        max_bad_fraction: ``data.max_bad_fraction`` for :func:`check_dropped` (``None``: no check here).
 
     Raises:
         ConfigError: a source file lies inside ``<root>/audio`` or ``<root>/background`` (rewritten by prepare).
-        DataValidationError: no usable utterance (only backgrounds or nothing); ``quarantine.jsonl`` is written
-            first so the reasons can be inspected.
+        DataValidationError: no usable utterance (only backgrounds or nothing), or more items dropped than
+            ``max_bad_fraction``; ``quarantine.jsonl`` is written first (and ``corpus.json`` removed, so no
+            earlier build passes for this one) so the reasons can be inspected.
     """
     root = Path(root).expanduser().resolve()
     for it in items:
@@ -166,6 +192,13 @@ def build_corpus(source: str, spec: dict, items: list[Item], quarantine: list[di
             f"data={source} data.path={where}: no usable utterance ({len(quarantine)} quarantined"
             + (f": {', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}; see {root / QUARANTINE_NAME})"
                if quarantine else "; no audio files found)"))
+    try:
+        check_dropped(source, len(items), quarantine, max_bad_fraction, root, where)
+    except DataValidationError:
+        root.mkdir(parents=True, exist_ok=True)
+        _write_quarantine(root, quarantine)
+        (root / CORPUS_NAME).unlink(missing_ok=True)
+        raise
     split_by = "given" if all(it.split for it in items) else assign_splits(
         [it for it in items if it.kind != "background"], frac, seed)
     assign_splits(items, frac, seed)  # backgrounds: by file
@@ -221,4 +254,5 @@ def prepare_from_folders(cfg_data, source: str, scan, sample_rate: int, seed: in
         bad += b
     spec = {"path": [[str(p), s] for p, s in paths], "speaker_split": frac}
     where = ",".join(str(p) for p, _ in paths)
-    return build_corpus(source, spec, items, bad, root, sample_rate, seed, frac, where, progress)
+    return build_corpus(source, spec, items, bad, root, sample_rate, seed, frac, where, progress,
+                        max_bad_fraction=raw.get("max_bad_fraction"))

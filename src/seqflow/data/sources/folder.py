@@ -8,8 +8,12 @@ have no speaker. The split comes from ``data.path={train: ..., val: ..., test: .
 ``train``/``val``/``dev``/``test`` on the way, else by speaker (``data.speaker_split``; by file when there are
 fewer than three speakers).
 
-Quarantined at prepare: ``missing_transcript`` (audio without ``<stem>.txt``), ``unreadable_transcript`` (a
-``.txt`` that is not UTF-8). Empty transcripts are left to validate (``empty_transcript``).
+Quarantined at prepare (nothing under ``<path>`` vanishes silently): ``missing_transcript`` (audio without
+``<stem>.txt``), ``unreadable_transcript`` (a ``.txt`` that is not UTF-8), ``unsupported_format`` (a file the
+source does not read, e.g. ``.m4a``; its ``.txt`` goes with it), ``missing_audio`` (a ``.txt`` with no file of
+its stem). Hidden files and ``README``/``LICENSE``-like files are skipped
+(:func:`~seqflow.data.sources.common.is_ignored`). Empty transcripts are left to validate
+(``empty_transcript``).
 
 >>> prepare_folder(load_config(["data=folder", "data.path=recordings"]).data, 16000, 1)  # doctest: +SKIP
 """
@@ -21,7 +25,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seqflow.data.sources.common import Item, quarantine_row, split_from_folders, walk_audio
+from seqflow.data.sources.common import (Item, is_audio, quarantine_row, split_from_folders, unsupported_row,
+                                         walk_files)
 from seqflow.data.sources.corpus import prepare_from_folders
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,16 @@ def read_transcript(path: Path) -> str:
 def scan_folder(base: Path, split: str | None, exclude: Path) -> tuple[list[Item], list[dict]]:
     """Scan one folder tree (sorted) -> ``(items, quarantine rows)``."""
     items, bad = [], []
-    for src in walk_audio(base, exclude=exclude):
+    files = walk_files(base, exclude=exclude)
+    stems = {p.with_suffix("") for p in files if p.suffix.lower() != ".txt"}
+    for src in files:
+        if src.suffix.lower() == ".txt":
+            if src.with_suffix("") not in stems:
+                bad.append(quarantine_row(src, "missing_audio", f"{src.name}: no audio file {src.stem}.* beside it"))
+            continue
+        if not is_audio(src):
+            bad.append(unsupported_row(src))
+            continue
         rel = src.relative_to(base)
         txt = src.with_suffix(".txt")
         if not txt.is_file():
@@ -66,6 +80,7 @@ def prepare_folder(cfg_data: DictConfig, sample_rate: int, seed: int, progress: 
 
     Raises:
         ConfigError: ``data.path`` unset / not a folder, bad ``data.speaker_split``.
-        DataValidationError: no audio file with a transcript.
+        DataValidationError: no audio file with a transcript, or more files dropped than
+            ``data.max_bad_fraction`` (counts per reason, quarantine file).
     """
     return prepare_from_folders(cfg_data, SOURCE, scan_folder, sample_rate, seed, progress)

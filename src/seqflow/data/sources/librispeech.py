@@ -10,7 +10,10 @@ speaker (``data.speaker_split``).
 
 Quarantined at prepare (rows name the file and the 1-based transcript line): ``malformed_transcript`` (a line
 without an id and text, or a transcript file that is not UTF-8), ``missing_file`` (no audio for an id),
-``missing_transcript`` (audio in a chapter folder that no transcript line names).
+``missing_transcript`` (audio in a chapter folder that no transcript line names, or in a folder without a
+``*.trans.txt``), ``unsupported_format`` (a file in a chapter folder the source does not read, e.g. ``.m4a``;
+one row when a transcript line names it). Files outside chapter folders that are not audio (``README.TXT``,
+``SPEAKERS.TXT``...) are not data and are skipped.
 
 >>> prepare_librispeech(load_config(["data=librispeech", "data.path=LibriSpeech"]).data, 16000, 1)  # doctest: +SKIP
 """
@@ -23,7 +26,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from seqflow.audio.io import AUDIO_SUFFIXES
-from seqflow.data.sources.common import Item, quarantine_row, split_from_folders, walk_audio
+from seqflow.data.sources.common import (Item, is_audio, quarantine_row, split_from_folders, unsupported_row,
+                                         walk_audio, walk_files)
 from seqflow.data.sources.corpus import prepare_from_folders
 
 log = logging.getLogger(__name__)
@@ -45,18 +49,22 @@ def scan_transcripts(base: Path, split: str | None, exclude: Path) -> tuple[list
     """Scan one LibriSpeech tree (every ``*.trans.txt`` under ``base``, sorted) -> ``(items, quarantine rows)``."""
     items, bad = [], []
     label = base.name
+    chapters: set[Path] = set()
     for trans in sorted(base.rglob(f"*{TRANS_SUFFIX}"), key=lambda p: p.relative_to(base).as_posix()):
         if trans.resolve().is_relative_to(exclude) or any(x.startswith(".") for x in trans.relative_to(base).parts):
             continue
         folder = trans.parent
-        audio = {p.stem + p.suffix.lower(): p for p in walk_audio(folder, recursive=False)}
+        files = [p for p in walk_files(folder, recursive=False) if not p.name.endswith(TRANS_SUFFIX)]
+        audio = {p.stem + p.suffix.lower(): p for p in files if is_audio(p)}
+        unread = {p.stem: p for p in files if not is_audio(p)}
         used: set[Path] = set()
         folder_split = split or split_from_folders((base.name,) + folder.relative_to(base).parts)
         try:
             lines = trans.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             bad.append(quarantine_row(trans, "malformed_transcript", f"{trans}: cannot read ({exc})"[:300]))
-            continue
+            continue  # its audio files are listed below as missing_transcript
+        chapters.add(folder)
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -68,6 +76,10 @@ def scan_transcripts(base: Path, split: str | None, exclude: Path) -> tuple[list
                 continue
             utt_id, text = parts
             src = _audio_for(utt_id, audio)
+            if src is None and utt_id in unread:
+                used.add(unread[utt_id])
+                bad.append(unsupported_row(unread[utt_id], lineno))
+                continue
             if src is None:
                 bad.append(quarantine_row(folder / f"{utt_id}.flac", "missing_file",
                                           f"{trans} line {lineno}: no audio file {utt_id}.* in {folder}", lineno))
@@ -79,6 +91,10 @@ def scan_transcripts(base: Path, split: str | None, exclude: Path) -> tuple[list
         for p in sorted(set(audio.values()) - used):
             bad.append(quarantine_row(p, "missing_transcript", f"{p.name}: no line in {trans.name} names "
                                       f"{p.stem!r}"))
+        bad += [unsupported_row(p) for p in sorted(set(unread.values()) - used)]
+    for p in walk_audio(base, exclude=exclude):
+        if p.parent not in chapters:
+            bad.append(quarantine_row(p, "missing_transcript", f"{p.name}: no *{TRANS_SUFFIX} in {p.parent}"))
     return items, bad
 
 
@@ -87,6 +103,7 @@ def prepare_librispeech(cfg_data: DictConfig, sample_rate: int, seed: int, progr
 
     Raises:
         ConfigError: ``data.path`` unset / not a folder, bad ``data.speaker_split``.
-        DataValidationError: no ``*.trans.txt`` line with its audio file.
+        DataValidationError: no ``*.trans.txt`` line with its audio file, or more items dropped than
+            ``data.max_bad_fraction`` (counts per reason, quarantine file).
     """
     return prepare_from_folders(cfg_data, SOURCE, scan_transcripts, sample_rate, seed, progress)

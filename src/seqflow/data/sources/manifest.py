@@ -117,7 +117,8 @@ def prepare_manifest(cfg_data: DictConfig, sample_rate: int, seed: int, progress
 
     Raises:
         ConfigError: ``data.path`` unset or missing, bad ``data.speaker_split``.
-        DataValidationError: no usable line (every line quarantined, or the manifests are empty).
+        DataValidationError: no usable line (every line quarantined, or the manifests are empty), or more
+            lines dropped than ``data.max_bad_fraction`` (counts per reason, quarantine file).
     """
     raw = config_dict(cfg_data)
     paths = source_paths(raw, SOURCE, want="file")
@@ -125,4 +126,5 @@ def prepare_manifest(cfg_data: DictConfig, sample_rate: int, seed: int, progress
     items, bad = scan_manifests(paths)
     spec = {"path": [[str(p), s] for p, s in paths], "speaker_split": frac}
     where = ",".join(str(p) for p, _ in paths)
-    return build_corpus(SOURCE, spec, items, bad, Path(str(raw["root"])), sample_rate, seed, frac, where, progress)
+    return build_corpus(SOURCE, spec, items, bad, Path(str(raw["root"])), sample_rate, seed, frac, where, progress,
+                        max_bad_fraction=raw.get("max_bad_fraction"))

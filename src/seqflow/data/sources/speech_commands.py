@@ -10,6 +10,9 @@ trigger word), every other word -> ``negative`` (text = that word), ``_backgroun
 (text ``""``, speaker ``"user"``). ``data.words`` (default: all) limits the words used; the trigger word is
 always kept. Other folders starting with ``_`` are skipped.
 
+Quarantined at prepare: ``unsupported_format`` (a file in a word folder, or in ``_background_noise_`` for a
+trigger-word model, that the source does not read, e.g. ``.m4a``; ``README``-like files are skipped).
+
 Splits: the official lists when present (files in neither list -> train), else by speaker id
 (``data.speaker_split``); background files are split by file.
 
@@ -26,8 +29,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from seqflow.data.sources.common import (Item, config_dict, source_paths, speaker_fractions,
-                                         walk_audio)
+from seqflow.data.sources.common import (Item, config_dict, is_audio, source_paths, speaker_fractions,
+                                         unsupported_row, walk_audio, walk_files)
 from seqflow.data.sources.corpus import build_corpus
 from seqflow.errors import ConfigError
 
@@ -79,7 +82,7 @@ def _choose_words(raw: dict, found: dict[str, Path], trigger: str | None, base: 
 
 
 def scan_speech_commands(raw: dict, base: Path, exclude: Path) -> tuple[list[Item], list[dict], dict]:
-    """Scan one Speech Commands folder -> ``(items, quarantine rows (none), summary)``.
+    """Scan one Speech Commands folder -> ``(items, quarantine rows, summary)``.
 
     Raises:
         ConfigError: unknown trigger word or ``data.words`` entry.
@@ -88,17 +91,21 @@ def scan_speech_commands(raw: dict, base: Path, exclude: Path) -> tuple[list[Ite
     found = word_folders(base, exclude)
     words = _choose_words(raw, found, trigger, base)
     listed = official_splits(base)
-    items = []
+    items, bad = [], []
     for word in words:
         kind = "utterance" if trigger is None else "positive" if word == trigger else "negative"
-        for src in walk_audio(found[word], recursive=False):
+        files = walk_files(found[word], recursive=False)
+        bad += [unsupported_row(p) for p in files if not is_audio(p)]
+        for src in (p for p in files if is_audio(p)):
             rel = f"{word}/{src.name}"
             items.append(Item(src.resolve(), rel, word, speaker_of(src.name),
                               listed.get(rel, "train") if listed else None, kind, {"word": word}))
     bg_dir = base / BACKGROUND_DIR
     n_bg = 0
     if trigger is not None and bg_dir.is_dir():
-        for src in walk_audio(bg_dir, exclude=exclude):
+        files = walk_files(bg_dir, exclude=exclude)
+        bad += [unsupported_row(p) for p in files if not is_audio(p)]
+        for src in (p for p in files if is_audio(p)):
             items.append(Item(src.resolve(), f"{BACKGROUND_DIR}/{src.relative_to(bg_dir).as_posix()}", "", "user",
                               None, "background", {}))
             n_bg += 1
@@ -106,7 +113,7 @@ def scan_speech_commands(raw: dict, base: Path, exclude: Path) -> tuple[list[Ite
         log.warning("speech_commands: no %s folder with audio in %s: the trigger-word clips need backgrounds",
                     BACKGROUND_DIR, base)
     summary = {"trigger_word": trigger, "words": words, "official_split_lists": bool(listed), "backgrounds": n_bg}
-    return items, [], summary
+    return items, bad, summary
 
 
 def prepare_speech_commands(cfg_data: DictConfig, sample_rate: int, seed: int, progress: bool = True) -> Path:
@@ -114,7 +121,8 @@ def prepare_speech_commands(cfg_data: DictConfig, sample_rate: int, seed: int, p
 
     Raises:
         ConfigError: ``data.path`` unset / not one folder, unknown trigger word or word, bad ``data.speaker_split``.
-        DataValidationError: no word folder with audio.
+        DataValidationError: no word folder with audio, or more files dropped than
+            ``data.max_bad_fraction`` (counts per reason, quarantine file).
     """
     raw = config_dict(cfg_data)
     root = Path(str(raw["root"])).expanduser().resolve()
@@ -127,4 +135,5 @@ def prepare_speech_commands(cfg_data: DictConfig, sample_rate: int, seed: int, p
     items, bad, summary = scan_speech_commands(raw, base, root)
     spec = {"path": str(base), "speaker_split": frac, "trigger_word": summary["trigger_word"],
             "words": summary["words"]}
-    return build_corpus(SOURCE, spec, items, bad, root, sample_rate, seed, frac, str(base), progress, summary)
+    return build_corpus(SOURCE, spec, items, bad, root, sample_rate, seed, frac, str(base), progress, summary,
+                        max_bad_fraction=raw.get("max_bad_fraction"))
