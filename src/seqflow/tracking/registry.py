@@ -76,6 +76,18 @@ def _run_metric_and_test_set(client: MlflowClient, run_id: str | None, key: str)
     return run.data.metrics.get(key), run.data.tags.get(TAG_TEST_SET)
 
 
+def _registered_version(client: MlflowClient, name: str, run_id: str):
+    """The newest READY version of ``name`` registered from ``run_id`` and not tagged
+    ``seqflow.status=failed``, or None: registering the same run again reuses it (no duplicate
+    versions when a register stage is retried or a pipeline re-run)."""
+    try:
+        found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    ok = [v for v in found if v.status == "READY" and (v.tags or {}).get(TAG_STATUS) != "failed"]
+    return max(ok, key=lambda v: int(v.version)) if ok else None
+
+
 def _create_version(client: MlflowClient, model_uri: str, name: str, run_id: str, timeout_s: float,
                     description: str | None = None):
     """Create the registered model if needed (with ``description``; an existing one gets it when
@@ -149,6 +161,9 @@ def register_and_promote(
 ) -> PromotionDecision:
     """Register ``model_uri`` as a new version of ``name``, alias it challenger, gate champion.
 
+    A version already registered from ``run_id`` (READY, not tagged failed) is reused instead of
+    creating a duplicate; the gate then runs again on it (a version that is champion stays so).
+
     Args:
         model_uri: ``models:/m-<id>`` from ``log_model`` (``model_info.model_uri``) or a direct
             artifact URI. ``runs:/`` and ``models:/<name>/<version>`` URIs are refused.
@@ -206,7 +221,8 @@ def register_and_promote(
         )
     chal_ts = test_set_id if test_set_id is not None else run_ts
 
-    mv = _create_version(client, model_uri, name, run_id, timeout_s, description)
+    mv = _registered_version(client, name, run_id) or _create_version(client, model_uri, name, run_id, timeout_s,
+                                                                      description)
     version = int(mv.version)
     moved: list[tuple[str, object]] = []  # (alias, previous ModelVersion or None)
     step = "read current aliases"
@@ -222,6 +238,8 @@ def register_and_promote(
             chal_metric, champ_metric, champ_version, champ_ts, chal_ts,
             lower_is_better, allow_test_set_change,
         )
+        if champ_version == version:  # the run registered again (a retried or re-run register stage)
+            promote, comparable, reason = True, True, f"v{version} (this run) is already champion; kept"
         decision = "promoted" if promote else "kept"
 
         step = "tag model version"
