@@ -6,7 +6,9 @@ driver's MLflow run (``cfg.tracking.tracking_uri``, a server when it is ``http(s
 logs from rank 0. System metrics (``system/*``: CPU, memory, disk, network, GPU when present) are
 sampled on the training machines themselves, by local rank 0 of each node (:class:`SystemMetrics`):
 the driver that holds the run may sit on another machine (a laptop, the Ray head) that does no
-training. On a multi-node cluster each node's metrics are ``system/node<k>/*``.
+training. On a multi-node cluster each node's metrics are ``system/node<k>/*``. Samples lost to
+damaged shards are counted over all ranks and logged every epoch (``data/lost_samples_train``,
+``data/lost_samples_val``; :class:`LostSamples`).
 """
 
 from __future__ import annotations
