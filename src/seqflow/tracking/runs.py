@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seqflow.errors import ConfigError
+from seqflow.tracking.redact import redact_config, redact_mapping, redact_value
 
 log = logging.getLogger("seqflow.tracking")
 
@@ -213,7 +214,8 @@ def flatten_params(cfg: Any, prefix: str = "", max_value_len: int = MAX_PARAM_VA
     Nested mappings become dotted keys; lists/tuples become compact JSON strings (``[-6, 3]``);
     None becomes ``"None"``. Values longer than ``max_value_len`` characters are cut and end in
     ``...[truncated]``; keys longer than MLflow's 250-char limit are cut the same way.
-    Interpolations in a DictConfig are resolved first.
+    Interpolations in a DictConfig are resolved first. Credentials (URI passwords, tokens,
+    secret-named keys) are replaced by ``[redacted]`` before cutting (:mod:`seqflow.tracking.redact`).
 
     Raises:
         omegaconf errors: an interpolation cannot be resolved.
@@ -238,7 +240,7 @@ def flatten_params(cfg: Any, prefix: str = "", max_value_len: int = MAX_PARAM_VA
             text = json.dumps(list(node), separators=(", ", ": "), default=str)
         else:
             text = str(node)
-        out[_truncate(key, MAX_PARAM_KEY_LEN)] = _truncate(text, max_value_len)
+        out[_truncate(key, MAX_PARAM_KEY_LEN)] = _truncate(redact_value(key, text), max_value_len)  # before cutting
 
     _walk(cfg, prefix)
     return out
@@ -248,8 +250,8 @@ def log_params_batched(params: Mapping[str, Any], run_id: str | None = None,
                        client: MlflowClient | None = None) -> int:
     """Log ``params`` in batches of at most 100 (MLflow's per-call limit); returns how many.
 
-    Logs to ``run_id`` (default: the active run). Values are stringified and truncated to
-    ``MAX_PARAM_VALUE_LEN``.
+    Logs to ``run_id`` (default: the active run). Values are stringified, redacted
+    (:func:`seqflow.tracking.redact.redact_value`) and truncated to ``MAX_PARAM_VALUE_LEN``.
 
     Raises:
         MlflowException: no active run and no ``run_id``, or a param already logged on the run
@@ -263,7 +265,7 @@ def log_params_batched(params: Mapping[str, Any], run_id: str | None = None,
             raise MlflowException("log_params_batched: no active MLflow run and no run_id given")
         run_id = active.info.run_id
     client = client or MlflowClient()
-    items = [Param(str(k), _truncate(str(v), MAX_PARAM_VALUE_LEN)) for k, v in params.items()]
+    items = [Param(k, _truncate(v, MAX_PARAM_VALUE_LEN)) for k, v in redact_mapping(params).items()]
     for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
     return len(items)
@@ -278,7 +280,7 @@ def start_training_run(cfg: Any, tags: Mapping[str, str], parent_run_id: str | N
                        run_name: str | None = None, keep_running: bool = True) -> str:
     """Create the run a training job logs into (experiment ``seqflow/<model>`` set up from
     ``cfg.tracking``): the standard ``tags``, every config value as a param and the resolved
-    config as ``config.yaml``. Returns the run id.
+    config as ``config.yaml``, all three with credentials redacted. Returns the run id.
 
     ``keep_running`` (default): the run stays RUNNING for the Ray workers to log into (Lightning's
     ``MLFlowLogger`` marks it FINISHED when fitting ends; :func:`end_run` marks a failure); False:
@@ -297,11 +299,11 @@ def start_training_run(cfg: Any, tags: Mapping[str, str], parent_run_id: str | N
                           experiment_name(cfg.model.name, cfg.tracking.experiment_prefix))
     tags = {**dict(tags), **({TAG_PARENT_RUN: str(parent_run_id)} if parent_run_id else {})}
     client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri)
-    run = client.create_run(exp_id, tags=resolve_tags(tags), run_name=run_name)
+    run = client.create_run(exp_id, tags=redact_mapping(resolve_tags(tags)), run_name=run_name)  # git remote URL too
     run_id = run.info.run_id
     try:
         log_config_params(cfg, run_id=run_id, client=client)
-        client.log_dict(run_id, OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+        client.log_dict(run_id, redact_config(OmegaConf.to_container(cfg, resolve=True)), "config.yaml")
     except Exception:
         client.set_terminated(run_id, "FAILED")
         raise
