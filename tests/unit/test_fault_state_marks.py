@@ -1,0 +1,125 @@
+"""True state after faults, on a real Prefect flow (ephemeral API) and a real MLflow SQLite store:
+a raising flow → MLflow FAILED / Prefect FAILED; SIGTERM → KILLED / CANCELLED; a SIGKILLed
+holder's record → KILLED / CRASHED. Stage caching: same key reused, --no-cache re-runs, a cached
+result pointing at a deleted run is not trusted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    import mlflow
+    from prefect import flow
+    from prefect.runtime import flow_run
+    from seqflow import fault_state, lock as workdir_lock
+
+    workdir, mode = sys.argv[1], sys.argv[2]
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("t") or client.get_experiment(client.create_experiment("t"))
+    run_id = client.create_run(exp.experiment_id).info.run_id
+
+    @flow(name="faulty")
+    def faulty():
+        workdir_lock.record(prefect_flow_run_id=flow_run.id, mlflow_tracking_uri=uri, mlflow_run_id=run_id)
+        print(json.dumps({"run_id": run_id, "flow_run_id": str(flow_run.id)}), flush=True)
+        if mode == "raise":
+            raise ValueError("shard index missing")
+        time.sleep(120)
+
+    lock = workdir_lock.WorkdirLock(workdir, command="faulty " + mode)
+    with fault_state.stop_on_sigterm():
+        lock.acquire()
+        try:
+            faulty()
+        except BaseException as e:
+            fault_state.mark_stopped(lock.info, e)
+            raise
+        finally:
+            lock.release() if mode != "sigkill" else None
+""")
+
+
+def _env(tmp: Path) -> dict:
+    return {**os.environ, "PREFECT_HOME": str(tmp / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+
+
+def _start(tmp: Path, mode: str) -> subprocess.Popen:
+    """Run SCRIPT in workdir ``tmp/<mode>`` in its own session (output to files: Prefect's server
+    child inherits them)."""
+    (tmp / mode).mkdir()
+    with open(tmp / f"{mode}.out", "w") as fo, open(tmp / f"{mode}.err", "w") as fe:
+        return subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp / mode), mode], stdout=fo, stderr=fe,
+                                text=True, env=_env(tmp), start_new_session=True)
+
+
+def _ids(tmp: Path, mode: str, p: subprocess.Popen) -> dict:
+    deadline = time.monotonic() + 300
+    while not (tmp / f"{mode}.out").read_text().strip() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    line = (tmp / f"{mode}.out").read_text().strip()
+    assert line.startswith("{"), (tmp / f"{mode}.err").read_text()[-3000:]
+    return json.loads(line.splitlines()[0])
+
+
+def _end(p: subprocess.Popen, sig: int | None = None) -> int:
+    """Send ``sig`` (if any), wait, then end what the process left in its session (Prefect's server)."""
+    if sig is not None:
+        p.send_signal(sig)
+    rc = p.wait(300)
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return rc
+
+
+RECOVER_AND_READ = textwrap.dedent("""
+    import json, logging, sys
+    import mlflow
+    from prefect import get_client
+    from seqflow import fault_state, lock
+    logging.basicConfig(level=logging.INFO)
+    tmp, ids = sys.argv[1], json.loads(sys.argv[2])
+    l = lock.WorkdirLock(tmp + "/sigkill")
+    before = {}
+    with get_client(sync_client=True) as c:
+        for mode, i in ids.items():
+            m = mlflow.MlflowClient(f"sqlite:///{tmp}/{mode}/mlflow.db").get_run(i["run_id"]).info.status
+            before[mode] = [m, c.read_flow_run(i["flow_run_id"]).state.type.value]
+        fault_state.recover_stale(l.acquire())
+        l.release()
+        i = ids["sigkill"]
+        after = [mlflow.MlflowClient(f"sqlite:///{tmp}/sigkill/mlflow.db").get_run(i["run_id"]).info.status,
+                 c.read_flow_run(i["flow_run_id"]).state.type.value]
+    print(json.dumps({"before": before, "after": after}))
+""")
+
+
+def test_failed_and_terminated_and_killed_runs_leave_true_state(tmp_path: Path) -> None:
+    procs = {mode: _start(tmp_path, mode) for mode in ("raise", "sigterm", "sigkill")}
+    ids = {mode: _ids(tmp_path, mode, p) for mode, p in procs.items()}
+    assert _end(procs["raise"]) == 1 and "shard index missing" in (tmp_path / "raise.err").read_text()
+    assert _end(procs["sigterm"], signal.SIGTERM) != 0
+    assert "stopped by SIGTERM" in (tmp_path / "sigterm.err").read_text()
+    _end(procs["sigkill"], signal.SIGKILL)
+
+    with open(tmp_path / "read.out", "w") as fo, open(tmp_path / "read.err", "w") as fe:
+        p = subprocess.Popen([sys.executable, "-c", RECOVER_AND_READ, str(tmp_path), json.dumps(ids)], stdout=fo,
+                             stderr=fe, text=True, env=_env(tmp_path), start_new_session=True)
+    assert _end(p) == 0, (tmp_path / "read.err").read_text()[-3000:]
+    got = json.loads((tmp_path / "read.out").read_text().strip().splitlines()[-1])
+    assert got["before"] == {"raise": ["FAILED", "FAILED"], "sigterm": ["KILLED", "CANCELLED"],
+                             "sigkill": ["RUNNING", "RUNNING"]}  # a SIGKILL leaves RUNNING: no handler ran
+    assert got["after"] == ["KILLED", "CRASHED"]  # marked by the next holder of the workdir lock
+    log = (tmp_path / "read.err").read_text()
+    assert f"pid {procs['sigkill'].pid}" in log and "marked KILLED" in log and "taking it over" in log
