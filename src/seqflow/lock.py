@@ -36,6 +36,7 @@ log = logging.getLogger("seqflow.lock")
 
 LOCK_NAME = ".seqflow.lock"
 MUTEX_SUFFIX = ".flock"
+COMMAND_SHOWN = 120  # characters of the holder's command in messages (the record keeps 500)
 
 _active: "WorkdirLock | None" = None  # the lock this process holds, for record_* below
 
@@ -48,8 +49,9 @@ def describe(info: dict | None) -> str:
     """``pid 123 (seqflow pipeline ...) on host h since 2026-12-07T13:00:00+00:00`` for a holder record."""
     if not info:
         return "another process (no holder record yet)"
-    return (f"pid {info.get('pid')} ({info.get('command', '?')}) on host {info.get('hostname', '?')} "
-            f"since {info.get('started', '?')}")
+    command = str(info.get("command", "?"))
+    command = command if len(command) <= COMMAND_SHOWN else command[:COMMAND_SHOWN - 3] + "..."
+    return f"pid {info.get('pid')} ({command}) on host {info.get('hostname', '?')} since {info.get('started', '?')}"
 
 
 def read_info(workdir: str | os.PathLike) -> dict | None:
