@@ -95,8 +95,10 @@ def mark_stopped(info: dict, exc: BaseException) -> None:
     SIGTERM handler raises in a driver that called ``ray.init``), ``FAILED``/``FAILED`` otherwise."""
     signalled = isinstance(exc, (KeyboardInterrupt, SystemExit))  # Ray's driver turns SIGTERM into SystemExit
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    runs = mark_mlflow_runs(list(info.get("mlflow_run_ids") or []), "KILLED" if signalled else "FAILED",
-                            info.get("mlflow_tracking_uri"))
+    if isinstance(exc, SystemExit):
+        reason = f"SystemExit({exc.code}), as Ray's driver raises on SIGTERM"
+    runs = list(info.get("mlflow_run_ids") or [])  # FAILED/KILLED already (by the train stage) or now
+    mark_mlflow_runs(runs, "KILLED" if signalled else "FAILED", info.get("mlflow_tracking_uri"))
     flow = mark_prefect_flow_run(info.get("prefect_flow_run_id"), "CANCELLED" if signalled else "FAILED",
                                  f"seqflow pipeline stopped: {reason}")
     log.info("pipeline %s (%s): MLflow run(s) %s marked %s%s", "stopped" if signalled else "failed", reason,
