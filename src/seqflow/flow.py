@@ -4,6 +4,10 @@ One task per stage; the version step retries (transient remote errors). Runs on 
 ephemeral API unless ``PREFECT_API_URL`` points at a server. Entry points: ``seqflow pipeline``,
 ``python flows/pipeline.py``, ``make pipeline``; scheduled: ``seqflow deploy`` (:mod:`seqflow.deploy`).
 Each run ends by publishing its summary as a markdown artifact (:mod:`seqflow.run_summary`).
+
+``seqflow pipeline`` holds the workdir lock (:mod:`seqflow.lock`; ``--wait`` queues), reuses
+finished stages from shard on (:mod:`seqflow.stage_cache`; ``--no-cache`` re-runs them) and leaves
+true state when it fails, is stopped or was killed (:mod:`seqflow.fault_state`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from seqflow import stages
+from seqflow import lock as workdir_lock  # noqa: E402
+from seqflow import stages  # noqa: E402
+from seqflow.stage_cache import CACHED, run_stage  # noqa: E402
 
 log = logging.getLogger("seqflow.pipeline")
 
@@ -47,28 +53,28 @@ def version(cfg: dict) -> dict:
     return stages.version(_cfg(cfg))
 
 
-@task(name="shard", cache_policy=NO_CACHE)
+@task(name="shard", **CACHED)
 def shard(cfg: dict, data_md5: str) -> dict:
     return stages.shard(_cfg(cfg), data_md5)
 
 
-@task(name="train", cache_policy=NO_CACHE)
+@task(name="train", **CACHED)
 def train(cfg: dict, shards: dict, data: dict, parent_run_id: str | None = None,
           mining_round: int | None = None) -> dict:
     return stages.train(_cfg(cfg), shards, data, parent_run_id, mining_round)
 
 
-@task(name="start-mining-run", cache_policy=NO_CACHE)
+@task(name="start-mining-run", **CACHED)
 def start_mining_run(cfg: dict, shards: dict, data: dict) -> str:
     return stages.start_mining_run(_cfg(cfg), shards, data)
 
 
-@task(name="mine", cache_policy=NO_CACHE)
+@task(name="mine", **CACHED)
 def mine(cfg: dict, shards: dict, trained: dict, packaged: dict) -> dict:
     return stages.mine(_cfg(cfg), shards, trained, packaged)
 
 
-@task(name="record-mining", cache_policy=NO_CACHE)
+@task(name="record-mining", **CACHED)
 def record_mining(cfg: dict, parent_run_id: str, mined: dict, packaged1: dict, round2_run_id: str | None = None,
                   packaged2: dict | None = None) -> dict:
     return stages.record_mining(_cfg(cfg), parent_run_id, mined, packaged1, round2_run_id, packaged2)
@@ -79,17 +85,17 @@ def check_eval_sets(cfg: dict) -> dict:
     return stages.check_eval_sets(_cfg(cfg))
 
 
-@task(name="package", cache_policy=NO_CACHE)
+@task(name="package", **CACHED)
 def package(cfg: dict, shards: dict, trained: dict) -> dict:
     return stages.package(_cfg(cfg), shards, trained)
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", **CACHED)
 def evaluate(cfg: dict, shards: dict, run_id: str, package_uri: str) -> dict:
     return stages.evaluate(_cfg(cfg), shards, run_id, package_uri)
 
 
-@task(name="register", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+@task(name="register", **CACHED, retries=1, retry_delay_seconds=2)
 def register(cfg: dict, trained: dict, packaged: dict, evaluated: dict) -> dict:
     return stages.register(_cfg(cfg), trained, packaged, evaluated)
 
@@ -115,21 +121,23 @@ def train_rounds(cfg: dict, shards: dict, data: dict) -> tuple[dict, dict, dict]
     round 2 (train from scratch on the re-sharded train split → package, val/test unchanged), both
     rounds nested under the parent. Returns ``(trained, packaged, summary extras)`` of the round
     that goes on to evaluate and register (round 2; round 1 when nothing was mined)."""
+    uri = cfg["tracking"]["tracking_uri"]
     if not stages.mining_enabled(_cfg(cfg)):
-        trained = train(cfg, shards, data)
-        return trained, package(cfg, shards, trained), {}
-    parent = start_mining_run(cfg, shards, data)
-    trained1 = train(cfg, shards, data, parent, 1)
-    packaged1 = package(cfg, shards, trained1)
-    mined = mine(cfg, shards, trained1, packaged1)
+        trained = run_stage(train, uri, cfg, shards, data)
+        return trained, run_stage(package, uri, cfg, shards, trained), {}
+    parent = run_stage(start_mining_run, uri, cfg, shards, data)
+    workdir_lock.record(mlflow_run_id=parent)
+    trained1 = run_stage(train, uri, cfg, shards, data, parent, 1)
+    packaged1 = run_stage(package, uri, cfg, shards, trained1)
+    mined = run_stage(mine, uri, cfg, shards, trained1, packaged1)
     if not mined["num_windows"]:
         log.warning("mining: no false accepts on the train split; round 1 is evaluated and registered")
-        metrics = record_mining(cfg, parent, mined, packaged1)
+        metrics = run_stage(record_mining, uri, cfg, parent, mined, packaged1)
         trained, packaged = trained1, packaged1
     else:
-        trained = train(cfg, mined["shards"], data, parent, 2)
-        packaged = package(cfg, mined["shards"], trained)
-        metrics = record_mining(cfg, parent, mined, packaged1, trained["run_id"], packaged)
+        trained = run_stage(train, uri, cfg, mined["shards"], data, parent, 2)
+        packaged = run_stage(package, uri, cfg, mined["shards"], trained)
+        metrics = run_stage(record_mining, uri, cfg, parent, mined, packaged1, trained["run_id"], packaged)
     extras = {"mlflow_parent_run_id": parent, "round_1_run_id": trained1["run_id"],
               **{k: v for k, v in metrics.items() if k in ("mining/num_windows", "mining/fa_per_hour",
                                                              "mining/hours_scored", "round_1/val/frr")}}
@@ -147,16 +155,21 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
     """
     t0 = time.perf_counter()
     base = cfgs[0]
+    from prefect.runtime import flow_run
+
+    workdir_lock.record(prefect_flow_run_id=flow_run.id, mlflow_tracking_uri=base["tracking"]["tracking_uri"])
     prepare(base)
     report = validate(base)
     data = version(base)
     summaries = []
     for cfg in cfgs:
         check_eval_sets(cfg)
-        shards = shard(cfg, data["md5"])
+        uri = cfg["tracking"]["tracking_uri"]
+        shards = run_stage(shard, uri, cfg, data["md5"])
         trained, packaged, extras = train_rounds(cfg, shards, data)
-        evaluated = evaluate(cfg, shards, trained["run_id"], packaged["package_uri"])
-        registered = register(cfg, trained, packaged, evaluated)
+        evaluated = run_stage(evaluate, uri, cfg, shards, trained["run_id"], packaged["package_uri"])
+        registered = run_stage(register, uri, cfg, trained, packaged, evaluated)
+        workdir_lock.record(forget_mlflow_runs=True)  # this model's runs are complete
         metrics = {**packaged["metrics"], **evaluated["metrics"]}
         summaries.append({
             "model": cfg["model"]["name"],
@@ -208,6 +221,35 @@ def compose_configs(overrides: list[str] | None = None) -> list[dict]:
     return [OmegaConf.to_container(cfg, resolve=True) for cfg in cfgs]
 
 
-def run_pipeline(overrides: list[str] | None = None) -> list[dict[str, Any]]:
-    """Compose the configs (see :func:`compose_configs`) and run the flow (used by the CLI)."""
-    return pipeline(compose_configs(overrides))
+def run_pipeline(overrides: list[str] | None = None, wait: bool = False,
+                 no_cache: bool = False) -> list[dict[str, Any]]:
+    """Compose the configs (see :func:`compose_configs`), take the workdir lock and run the flow
+    (used by the CLI).
+
+    ``wait``: queue behind a live holder of the workdir lock instead of failing. ``no_cache``: run
+    every stage again (:mod:`seqflow.stage_cache`). A lock left by a dead holder is taken over and
+    its MLflow runs marked KILLED, its Prefect flow run CRASHED. When the flow fails, or SIGINT /
+    SIGTERM stops it, this run's unfinished MLflow runs are marked FAILED / KILLED and its Prefect
+    flow run FAILED / CANCELLED (:mod:`seqflow.fault_state`), then the error propagates.
+
+    Raises:
+        seqflow.lock.WorkdirLockedError: another live process holds the workdir (``wait`` False).
+        ConfigError / Hydra errors: before any work; KeyboardInterrupt (``Stopped`` for SIGTERM).
+    """
+    from seqflow import fault_state, stage_cache
+
+    cfgs = compose_configs(overrides)
+    lock = workdir_lock.WorkdirLock(cfgs[0]["workdir"])
+    with fault_state.stop_on_sigterm():
+        stale = lock.acquire(wait=wait)
+        try:
+            if stale:
+                fault_state.recover_stale(stale)
+            stage_cache.set_refresh(no_cache)
+            try:
+                return pipeline(cfgs)
+            except BaseException as e:
+                fault_state.mark_stopped(lock.info, e)
+                raise
+        finally:
+            lock.release()
