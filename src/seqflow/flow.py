@@ -91,8 +91,22 @@ def package(cfg: dict, shards: dict, trained: dict) -> dict:
 
 
 @task(name="evaluate", **CACHED)
-def evaluate(cfg: dict, shards: dict, run_id: str, package_uri: str) -> dict:
+def evaluate(cfg: dict, shards: dict, run_id: str, package_uri: str, eval_sets: dict | None = None) -> dict:
+    """``eval_sets`` (:func:`eval_sets_id`) only keys the cache: a rebuilt set re-runs evaluate."""
     return stages.evaluate(_cfg(cfg), shards, run_id, package_uri)
+
+
+def eval_sets_id(cfg: dict) -> dict[str, str]:
+    """``{set name: sha256 of its manifest}`` for each configured evaluation set that exists."""
+    import hashlib
+    from pathlib import Path
+
+    out = {}
+    for s in cfg.get("evaluate", {}).get("sets") or []:
+        manifest = Path(str(s["manifest"]))
+        if manifest.is_file():
+            out[str(s["name"])] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    return out
 
 
 @task(name="register", **CACHED, retries=1, retry_delay_seconds=2)
@@ -167,7 +181,8 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
         uri = cfg["tracking"]["tracking_uri"]
         shards = run_stage(shard, uri, cfg, data["md5"])
         trained, packaged, extras = train_rounds(cfg, shards, data)
-        evaluated = run_stage(evaluate, uri, cfg, shards, trained["run_id"], packaged["package_uri"])
+        evaluated = run_stage(evaluate, uri, cfg, shards, trained["run_id"], packaged["package_uri"],
+                              eval_sets_id(cfg))
         registered = run_stage(register, uri, cfg, trained, packaged, evaluated)
         workdir_lock.record(forget_mlflow_runs=True)  # this model's runs are complete
         metrics = {**packaged["metrics"], **evaluated["metrics"]}
