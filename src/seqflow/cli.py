@@ -20,6 +20,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="seqflow: orchestrated, versioned, distributed training for speech sequence models.")
 
 OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. data.trigger_word=hello trainer.max_epochs=3")
+_OPTIONS = {"verbose": False}
+
+
+@app.callback()
+def _global_options(verbose: bool = typer.Option(False, "--verbose", "-v", help="show the traceback of a config "
+                                                                               "error (otherwise one line, exit 2)")) -> None:
+    """seqflow: orchestrated, versioned, distributed training for speech sequence models."""
+    _OPTIONS["verbose"] = verbose
+
+
+def _config_errors(command: str):
+    """A bad config value (seqflow, Hydra or OmegaConf error) → one line on stderr, exit 2."""
+    from seqflow.schema.oneline import reported
+
+    return reported(command, _OPTIONS["verbose"])
 
 
 def _setup_logging() -> None:
@@ -43,12 +58,26 @@ def _tracking_uri(uri: Optional[str]) -> str:
 
 
 @app.command()
-def pipeline(overrides: Optional[List[str]] = OVERRIDES) -> None:
-    """Run the whole Prefect flow: prepare → validate → version → shard → train → evaluate → register."""
+def pipeline(overrides: Optional[List[str]] = OVERRIDES,
+             wait: bool = typer.Option(False, "--wait", help="queue behind another seqflow pipeline running in "
+                                                             "this workdir instead of failing at once"),
+             no_cache: bool = typer.Option(False, "--no-cache", help="run every stage again instead of reusing "
+                                                                     "finished ones (same config, data, commit)")) -> None:
+    """Run the whole Prefect flow: prepare → validate → version → shard → train → evaluate → register.
+    One pipeline per workdir at a time (lock file ``.seqflow.lock``); finished stages are reused."""
     _setup_logging()
-    from seqflow.flow import run_pipeline
+    from seqflow.lock import WorkdirLockedError
+    from seqflow.schema import check_overrides
 
-    run_pipeline(overrides or [])
+    with _config_errors("pipeline"):
+        check_overrides(overrides or [])  # before Prefect is imported: a bad value fails in about a second
+        from seqflow.flow import run_pipeline
+
+        try:
+            run_pipeline(overrides or [], wait=wait, no_cache=no_cache)
+        except WorkdirLockedError as e:
+            typer.echo(f"seqflow pipeline: {e}", err=True)
+            raise typer.Exit(2)
 
 
 @app.command()
@@ -58,8 +87,9 @@ def prepare(overrides: Optional[List[str]] = OVERRIDES) -> None:
     from seqflow import stages
     from seqflow.config import load_config
 
-    cfg = load_config(overrides or [])
-    stages.check_config(cfg)
+    with _config_errors("prepare"):
+        cfg = load_config(overrides or [])
+        stages.check_config(cfg)
     typer.echo(f"manifest: {stages.prepare(cfg)}")
     typer.echo(f"validate: {stages.validate(cfg)}")
 
@@ -152,7 +182,8 @@ def evaluate(model: str = typer.Argument(..., help="models:/<name>@<alias> or mo
     _setup_logging()
     from seqflow.reevaluate import reevaluate
 
-    result = reevaluate(model, overrides or [])
+    with _config_errors("evaluate"):
+        result = reevaluate(model, overrides or [])
     for k, v in sorted(result["metrics"].items()):
         typer.echo(f"{k:<40} {v:.4g}")
     typer.echo(f"logged on run {result['run_id']} (eval.test_set {result['tags']['eval.test_set']})")
@@ -188,7 +219,9 @@ def serve(model: Optional[List[str]] = typer.Option(
     _setup_logging()
     from seqflow.serve.server import main as serve_main
 
-    raise typer.Exit(serve_main(model or [], host, port, tracking_uri, onnx, overrides or []))
+    with _config_errors("serve"):
+        code = serve_main(model or [], host, port, tracking_uri, onnx, overrides or [])
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -206,7 +239,8 @@ def deploy(overrides: Optional[List[str]] = OVERRIDES,
 
     try:
         deployment.check_server(deployment.api_url())
-        cfgs = compose_configs(overrides or [])
+        with _config_errors("deploy"):
+            cfgs = compose_configs(overrides or [])
         typer.echo(f"seqflow deploy: {deployment.describe(cfgs)}")
         if work_pool:
             dep_id = deployment.register(cfgs, work_pool)

@@ -22,12 +22,17 @@ def check_config(cfg: DictConfig) -> None:
     """Fail fast, before any work, on config values that cannot work.
 
     Raises:
-        ConfigError: unknown data source, a model.family that cannot be imported, empty trigger word, unknown voice, bad worker
-        counts, a trigger-word model on a source without trigger-word labels, bad ``clips.hard_negative_mining``.
+        ConfigError: one line naming the key, the value and what is allowed: a value of the wrong
+        type or out of range (:func:`seqflow.schema.check_schema`), unknown data source, a model.family that cannot be
+        imported, empty trigger word, unknown voice, bad worker counts, a trigger-word model on a source without
+        trigger-word labels, bad ``clips.hard_negative_mining``; then what the machine lacks
+        (:func:`seqflow.schema.preflight`): local Ray CPUs/GPUs, voices that can speak the trigger word, disk space.
     """
     from seqflow.data.sources import check_source_config
     from seqflow.families import get_family
+    from seqflow.schema import check_schema, preflight
 
+    check_schema(cfg)  # types and ranges of every value first: the checks below may int() them
     fam = get_family(cfg)
     if int(cfg.ray.num_workers) < 1 or int(cfg.trainer.num_workers) < 0:
         raise ConfigError("ray.num_workers must be >= 1 and trainer.num_workers >= 0")
@@ -44,6 +49,7 @@ def check_config(cfg: DictConfig) -> None:
     from seqflow.train.launcher import check_ray_config
 
     check_ray_config(cfg)  # bad ray.* values fail before prepare, not at the train stage
+    preflight(cfg)  # local Ray resources, speakable trigger word, disk space for corpus and shards
 
 
 def prepare(cfg: DictConfig) -> Path:
@@ -102,6 +108,27 @@ def experiment_name(cfg: DictConfig) -> str:
     return f"{cfg.tracking.experiment_prefix}/{cfg.model.name}"
 
 
+# Config sections that do not change what is trained (where results are logged, how they are scored).
+_NOT_TRAINING = ("tracking", "evaluate", "serve", "flow")
+
+
+def ray_run_name(cfg: DictConfig, data_md5: str, shards_root: str, *suffix: str) -> str:
+    """The Ray Train run name ``<model>-<data version>-<config hash>[-<suffix>...]``: the same
+    model, data version, shard set and training config (everything but ``tracking``,
+    ``evaluate``, ``serve``, ``flow``) give the same name, so a re-run after a kill resumes from
+    the last checkpoint under ``ray.storage_path/<name>`` (Ray Train V2 resumes by name)."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from seqflow.tracking.runs import short_version
+
+    conf = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in _NOT_TRAINING}
+    digest = hashlib.sha256(json.dumps({"cfg": conf, "shards": str(shards_root)}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:12]
+    return "-".join([str(cfg.model.name), short_version(data_md5), digest, *map(str, suffix)])
+
+
 def train(cfg: DictConfig, shards: dict, data: dict, parent_run_id: str | None = None,
           mining_round: int | None = None) -> dict:
     """Open the MLflow run (params + standard tags), then fit on Ray Train; returns the run id,
@@ -113,7 +140,9 @@ def train(cfg: DictConfig, shards: dict, data: dict, parent_run_id: str | None =
     ``mining_round`` (hard-negative mining) the name ends in ``-round-<n>``, the run is tagged
     ``mining.round`` and nested under ``parent_run_id``; round 2 trains from scratch on ``shards``
     (mined train split). The run is RUNNING while training, FINISHED after; a failed fit marks it
-    FAILED and re-raises."""
+    FAILED (KILLED when stopped by SIGINT/SIGTERM) and re-raises. The Ray Train run is
+    :func:`ray_run_name`: re-running after a kill resumes from its last checkpoint (``--no-cache``:
+    a fresh Ray run named after the MLflow run)."""
     from seqflow.tracking.artifacts import log_best_checkpoint, log_results
     from seqflow.tracking.runs import end_run, run_metrics, standard_tags, start_training_run, training_run_name
     from seqflow.train.launcher import train_with_ray
@@ -124,13 +153,21 @@ def train(cfg: DictConfig, shards: dict, data: dict, parent_run_id: str | None =
     suffix = ("round", str(mining_round)) if mining_round else ()
     run_id = start_training_run(cfg, tags, parent_run_id=parent_run_id,
                                 run_name=training_run_name(cfg, data["md5"], *suffix))
+    from seqflow import lock
+    from seqflow.stage_cache import refresh
+
+    ray_suffix = (*suffix, "fresh", run_id) if refresh() else suffix  # --no-cache: train anew, do not resume
+
+    lock.record(mlflow_run_id=run_id, mlflow_tracking_uri=str(cfg.tracking.tracking_uri))  # marked if killed
     try:
         log_examples(run_id, shards["index"]["train"])
         result = train_with_ray(cfg, run_id, experiment_name(cfg), Path(shards["index"]["train"]),
-                                Path(shards["index"]["val"]), run_name=f"{cfg.model.name}-{run_id}",
+                                Path(shards["index"]["val"]),
+                                run_name=ray_run_name(cfg, data["md5"], shards["root"], *ray_suffix),
                                 tokenizer_dir=shards.get("tokenizer_dir"))
-    except BaseException:
-        end_run(run_id, "FAILED")
+    except BaseException as e:
+        stopped = isinstance(e, (KeyboardInterrupt, SystemExit))  # Ctrl-C / SIGTERM (Ray raises SystemExit)
+        end_run(run_id, "KILLED" if stopped else "FAILED")
         raise
     best = {k: v for k, v in result.best_metrics.items() if isinstance(v, (int, float))}
     monitor = str(cfg.model.monitor)

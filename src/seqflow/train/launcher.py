@@ -117,7 +117,7 @@ def init_ray(cfg: DictConfig) -> bool:
                   logging_level=logging.WARNING, logging_config=ray.LoggingConfig(log_level="ERROR"))
     if address is None:
         # "local": always a fresh instance, never a stale cluster left on this machine
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus, **kwargs)
+        init_local_loopback(num_cpus=cfg.ray.num_cpus, **kwargs)
         return True
     shown = os.environ.get("RAY_ADDRESS", "auto") if address == "auto" else address
     if cfg.ray.get("num_cpus") is not None:
@@ -136,6 +136,31 @@ def init_ray(cfg: DictConfig) -> bool:
     return True
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def init_local_loopback(**kwargs) -> None:
+    """``ray.init(address="local", **kwargs)`` with every Ray listener (GCS, raylet node and
+    object managers, workers, agents) bound to 127.0.0.1 instead of all interfaces.
+
+    Ray binds its gRPC servers to loopback only when the node IP it is given is literally
+    ``127.0.0.1``, but ``ray.init`` rewrites that to the routable address unless
+    ``ray_constants.ENABLE_RAY_CLUSTER`` is off (its Windows/macOS single-node mode). That flag is
+    switched off for this call only: left off (or set through ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``,
+    which child ``ray start`` processes inherit) it would refuse ``ray start --address`` worker nodes.
+    See docs/security.md.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", _node_ip_address=LOOPBACK, **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 def log_cluster(cfg: DictConfig) -> None:
     """One line per alive node of the joined cluster, and a warning when its CPUs/GPUs cannot
     hold ``ray.num_workers`` workers (Ray Train then waits for an autoscaler)."""
@@ -151,8 +176,9 @@ def log_cluster(cfg: DictConfig) -> None:
     world = int(cfg.ray.num_workers)
     need_cpu, need_gpu = world * float(cfg.ray.cpus_per_worker), world * (1.0 if cfg.ray.use_gpu else 0.0)
     if totals.get("CPU", 0) < need_cpu or totals.get("GPU", 0) < need_gpu:
-        log.warning("the cluster has %g CPU / %g GPU; %d workers need %g CPU / %g GPU: training waits for more nodes",
-                    totals.get("CPU", 0), totals.get("GPU", 0), world, need_cpu, need_gpu)
+        log.warning("the cluster has %g CPU / %g GPU; %d workers need %g CPU / %g GPU: training waits for more nodes "
+                    "(at most ray.worker_group_timeout_s=%s s)", totals.get("CPU", 0), totals.get("GPU", 0), world,
+                    need_cpu, need_gpu, cfg.ray.get("worker_group_timeout_s"))
 
 
 @contextlib.contextmanager
@@ -262,12 +288,15 @@ def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_ind
         ConfigError: bad ``ray.*`` values (:func:`check_ray_config`).
         RayClusterError: the configured cluster could not be joined.
         ray.train.TrainingFailedError: training failed more than ``max_failures`` times.
+        seqflow.train.group_wait.WorkerGroupTimeoutError: the worker group's resources did not
+            appear within ``ray.worker_group_timeout_s``.
     """
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from seqflow.shards.reader import check_shards_for_ranks
+    from seqflow.train.group_wait import bounded_group_wait, failure_limits
 
     check_ray_config(cfg)
     world = int(cfg.ray.num_workers)
@@ -278,7 +307,7 @@ def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_ind
     resources = {"CPU": float(cfg.ray.cpus_per_worker)}
     if cfg.ray.use_gpu:
         resources["GPU"] = 1.0
-    with ray_session(cfg):
+    with ray_session(cfg), bounded_group_wait(cfg):  # at most ray.worker_group_timeout_s for the worker group
         trainer = TorchTrainer(
             train_loop_recording_placement,
             train_loop_config={"cfg": OmegaConf.to_container(cfg, resolve=True), "run_id": run_id,
@@ -288,7 +317,8 @@ def train_with_ray(cfg: DictConfig, run_id: str, experiment_name: str, train_ind
             scaling_config=ScalingConfig(num_workers=world, use_gpu=bool(cfg.ray.use_gpu),
                                          resources_per_worker=resources, placement_strategy=strategy),
             run_config=RunConfig(name=run_name, storage_path=str(cfg.ray.storage_path),
-                                 failure_config=FailureConfig(max_failures=int(cfg.ray.max_failures)),
+                                 failure_config=FailureConfig(max_failures=int(cfg.ray.max_failures),
+                                                              **failure_limits(cfg)),
                                  checkpoint_config=CheckpointConfig(
                                      num_to_keep=2, checkpoint_score_attribute=monitor,
                                      checkpoint_score_order=mode)),
