@@ -38,3 +38,16 @@ def load_config(overrides: list[str] | None = None, config_name: str = "config")
         cfg = compose(config_name=config_name, overrides=list(overrides or []))
     OmegaConf.resolve(cfg)
     return cfg
+
+
+def split_model_list(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``model=[trigger_word,ctc]`` → (``["trigger_word", "ctc"]``, the other overrides); a
+    single ``model=x`` or none → (``["x"]`` or ``[]``, the overrides unchanged)."""
+    models, rest = [], []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key == "model" and value.startswith("[") and value.endswith("]"):
+            models += [m.strip() for m in value[1:-1].split(",") if m.strip()]
+        else:
+            rest.append(o)
+    return models, rest

@@ -207,19 +207,6 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
     return summaries
 
 
-def split_model_list(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """``model=[trigger_word,ctc]`` → (``["trigger_word", "ctc"]``, the other overrides); a
-    single ``model=x`` or none → (``["x"]`` or ``[]``, the overrides unchanged)."""
-    models, rest = [], []
-    for o in overrides:
-        key, _, value = o.partition("=")
-        if key == "model" and value.startswith("[") and value.endswith("]"):
-            models += [m.strip() for m in value[1:-1].split(",") if m.strip()]
-        else:
-            rest.append(o)
-    return models, rest
-
-
 def compose_configs(overrides: list[str] | None = None) -> list[dict]:
     """One checked, resolved config (plain dict) per requested model: ``model=[a,b]`` trains
     several models in one flow run; every other override applies to all of them.
@@ -228,6 +215,8 @@ def compose_configs(overrides: list[str] | None = None) -> list[dict]:
         ConfigError / Hydra errors: before any work starts.
     """
     from seqflow.config import load_config
+
+    from seqflow.config import split_model_list
 
     models, rest = split_model_list(list(overrides or []))
     cfgs = [load_config(rest + [f"model={m}"]) for m in models] if models else [load_config(rest)]

@@ -50,7 +50,7 @@ def test_bad_file_exits_2_naming_it(tmp_path: Path, content: bytes | None, comma
 
 
 def test_model_list_composes_one_config_per_model() -> None:
-    from seqflow.flow import split_model_list
+    from seqflow.config import split_model_list
 
     models, rest = split_model_list(["model=[trigger_word, ctc]", "trainer.max_epochs=2"])
     assert models == ["trigger_word", "ctc"] and rest == ["trainer.max_epochs=2"]

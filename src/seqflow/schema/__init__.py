@@ -130,14 +130,8 @@ def check_overrides(overrides: list[str]) -> None:
         ConfigError, Hydra or OmegaConf errors: the first bad value.
     """
     from seqflow import stages
-    from seqflow.config import load_config
+    from seqflow.config import load_config, split_model_list
 
-    models, rest = [], []
-    for o in overrides:
-        key, _, value = o.partition("=")
-        if key == "model" and value.startswith("[") and value.endswith("]"):
-            models += [m.strip() for m in value[1:-1].split(",") if m.strip()]
-        else:
-            rest.append(o)
+    models, rest = split_model_list(list(overrides))
     for extra in ([[f"model={m}"] for m in models] or [[]]):
         stages.check_config(load_config(rest + extra))
