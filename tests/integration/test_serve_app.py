@@ -142,7 +142,10 @@ def served(tmp_path_factory):
                           "--tracking-uri", store], root / "missing.log", env)
         procs.append(missing)
         # a list, because a 503 Response is falsy
-        down = _wait("serve /health", lambda: [requests.get(f"{base}/health", timeout=5)], serve, root / "serve.log")[0]
+        # the first answers may say "loading" (mlflow "unknown") until the first registry call fails
+        down = _wait("serve /health after its first MLflow attempt",
+                     lambda: [r for r in [requests.get(f"{base}/health", timeout=5)] if r.json()["mlflow"] != "unknown"],
+                     serve, root / "serve.log")[0]
         mlflow_server = _spawn([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
                                 "--workers", "1", "--backend-store-uri", store], root / "mlflow.log", env)
         procs.append(mlflow_server)

@@ -3,6 +3,7 @@ clip augmentation finds it."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ def _fake_package(root: Path) -> None:
 
 
 def test_build_train_noise_converts_effects_and_music_not_voices(tmp_path, caplog):
+    # an in-process ray.init earlier in the session (logging_config) may have raised the root level to ERROR
+    caplog.set_level(logging.WARNING, logger="seqflow")
     _fake_package(tmp_path)
     out = build_train_noise(tmp_path, progress=False)
     flacs = sorted(p.name for p in out.glob("*.flac"))
