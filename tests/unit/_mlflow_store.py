@@ -31,3 +31,20 @@ def mlflow_store(root: Path, experiment: str) -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+@contextlib.contextmanager
+def store_with_logged_model(root: Path, experiment: str = "seqflow/trigger_word") -> Iterator[tuple]:
+    """:func:`mlflow_store` plus one real logged model (a tiny echo pyfunc, in its own run);
+    yields ``(MlflowClient, model_uri)`` for registry tests."""
+    from mlflow.tracking import MlflowClient
+
+    with mlflow_store(root, experiment) as uri:
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(name="model", python_model=_Echo(), pip_requirements=["mlflow"])
+        yield MlflowClient(uri), info.model_uri

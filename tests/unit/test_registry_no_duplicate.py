@@ -4,11 +4,9 @@ duplicate versions, aliases unchanged; a version tagged failed is not reused. Re
 from __future__ import annotations
 
 import mlflow
-import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
-from _mlflow_store import mlflow_store
+from _mlflow_store import store_with_logged_model
 from seqflow.tracking.registry import register_and_promote
 
 METRIC = "test/frr"
@@ -16,15 +14,8 @@ METRIC = "test/frr"
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    with mlflow_store(tmp_path_factory.mktemp("registry-dup"), "seqflow/trigger_word") as uri:
-
-        class Echo(mlflow.pyfunc.PythonModel):
-            def predict(self, context, model_input: np.ndarray, params=None):
-                return model_input
-
-        with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=["mlflow"])
-        yield MlflowClient(uri), info.model_uri
+    with store_with_logged_model(tmp_path_factory.mktemp("registry-dup")) as client_and_uri:
+        yield client_and_uri
 
 
 def _run(metric: float) -> str:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 
 import mlflow
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from seqflow.tracking.registry import RegistrationError, register_and_promote
-from _mlflow_store import mlflow_store
+from _mlflow_store import store_with_logged_model
 
 METRIC = "test/frr_at_1fah"
 
@@ -17,16 +16,8 @@ METRIC = "test/frr_at_1fah"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """(client, model_uri): one store per module and one real logged model (a tiny pyfunc)."""
-    root = tmp_path_factory.mktemp("registry")
-    with mlflow_store(root, "seqflow/trigger_word") as uri:
-
-        class Echo(mlflow.pyfunc.PythonModel):
-            def predict(self, context, model_input: np.ndarray, params=None):
-                return model_input
-
-        with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=["mlflow"])
-        yield MlflowClient(uri), info.model_uri
+    with store_with_logged_model(tmp_path_factory.mktemp("registry")) as client_and_uri:
+        yield client_and_uri
 
 
 def _run(metric: float | None, test_set: str | None = None) -> str:
