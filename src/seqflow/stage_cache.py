@@ -2,11 +2,19 @@
 
 A stage's cache key is the SHA-256 of its name, its inputs (the whole resolved config — workdir and
 tracking URI included — plus what earlier stages returned: the data version ``md5`` and project
-``git_commit``, the shard set folder ``<data-md5>-<config-hash>``, run ids) and seqflow's release
-(:func:`code_version`), so a change of config, data, project commit (``git.commit``: the workdir's
-repository, ``-dirty`` with uncommitted tracked changes) or seqflow release re-runs the stage and
-everything after it. Results are persisted in Prefect's result
-storage (``$PREFECT_HOME/storage``).
+``git_commit``, the shard set folder ``<data-md5>-<config-hash>``, run ids) and the **code
+fingerprint** (:func:`code_version`): the SHA-256 of the source files that can change a stage's
+result — every ``.py`` file (and the ``.json``/``.txt`` resources) of the installed ``seqflow``
+package, plus, for a model family declared outside seqflow (``model.family: my_models.tiny_kws``),
+the ``.py`` files of its top-level package (or its single module file). So a change of config,
+data, project commit (``git.commit``: the workdir's repository, ``-dirty`` with uncommitted tracked
+changes) or of a byte of that code re-runs the stage and everything after it, while a commit that
+touches only docs, tests or configs' comments keeps the cache. The fingerprint is computed once per
+process (about 10 ms for seqflow's ~140 files); the git commit of seqflow's checkout is logged
+beside it for information only (:func:`code_identity`), never part of the key. Code that seqflow
+imports from other installed packages (torch, lightning, …) is not fingerprinted: after upgrading
+those, run with ``--no-cache``. Results are persisted in Prefect's result storage
+(``$PREFECT_HOME/storage``).
 
 A cached result is used only while what it points at still exists (:func:`still_valid`: shard
 index files, checkpoint files, MLflow runs, registered versions); otherwise the stage runs again.
@@ -40,26 +48,106 @@ def refresh() -> bool:
     return _refresh
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """seqflow's release (``importlib.metadata.version("seqflow")``), part of every cache key.
+PACKAGE_ROOT = Path(__file__).resolve().parent   # the installed seqflow package (fingerprinted)
+_SOURCE_SUFFIXES = (".py", ".json", ".txt")
+_logged: set[str] = set()
 
-    Edits to seqflow's own code in a checkout, or to a model family module outside seqflow, do
-    not change it: after such an edit run with ``--no-cache``. (Keying on the checkout's git
-    commit instead made every commit to seqflow invalidate every user's cache.)"""
+
+def tree_fingerprint(root: Path, suffixes: tuple[str, ...] = _SOURCE_SUFFIXES) -> str:
+    """SHA-256 (hex) over the relative path and bytes of every file under ``root`` (or of ``root``
+    itself when it is a file) whose name ends in one of ``suffixes``, in sorted order;
+    ``__pycache__`` folders are skipped. A missing ``root`` hashes as empty."""
+    root = Path(root)
+    h = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix in suffixes and "__pycache__" not in p.parts)
+    for p in files:
+        rel = p.name if p == root else p.relative_to(root).as_posix()
+        data = p.read_bytes()
+        h.update(f"{rel}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def family_source(module: str) -> str | None:
+    """Where a model family module declared outside seqflow lives: the folder of its top-level
+    package, or its single module file; None for seqflow's own families (already in the package
+    fingerprint) and for a module that cannot be found (``check_config`` reports that)."""
+    import importlib.util
+
+    top = module.split(".")[0]
+    if not module or top == "seqflow":
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return str(next(iter(spec.submodule_search_locations)))
+    return spec.origin if spec.origin and spec.origin.endswith(".py") else None
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(family_module: str = "") -> str:
+    """The code fingerprint in every cache key: ``sha256:<hex>`` over seqflow's source files
+    (:data:`PACKAGE_ROOT`, :func:`tree_fingerprint`) and, when ``family_module`` (``model.family``)
+    lives outside seqflow, the files of its package (:func:`family_source`). Computed once per
+    process and family (``code_version.cache_clear()`` after editing code in-process)."""
+    h = hashlib.sha256(tree_fingerprint(PACKAGE_ROOT).encode())
+    source = family_source(family_module) if family_module else None
+    if source:
+        h.update(f"\n{family_module}\n{tree_fingerprint(Path(source), ('.py',))}".encode())
+    return f"sha256:{h.hexdigest()}"
+
+
+@functools.lru_cache(maxsize=1)
+def code_identity() -> dict:
+    """For information (logged, never keyed on): seqflow's release and the git commit of the
+    checkout its source lives in (``None`` for an installed wheel; ``-dirty`` with uncommitted
+    changes to tracked files)."""
+    import subprocess
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("seqflow")
+        release = version("seqflow")
     except PackageNotFoundError:
-        return "unknown"
+        release = "unknown"
+    commit = None
+    try:
+        out = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "status", "--porcelain", "--untracked-files=no",
+                                    "--", "."], capture_output=True, text=True, timeout=10)
+            commit += "-dirty" if dirty.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"release": release, "git_commit": commit}
+
+
+def _family_of(parameters: dict) -> str:
+    """``model.family`` of the stage's config parameter (a resolved config dict), else ``""``."""
+    for value in parameters.values():
+        if isinstance(value, dict) and isinstance(value.get("model"), dict):
+            return str(value["model"].get("family") or "")
+    return ""
 
 
 def stage_key(context: Any, parameters: dict) -> str:
-    """Prefect ``cache_key_fn``: ``seqflow-<stage>-<sha256(code version, stage, inputs)>``."""
+    """Prefect ``cache_key_fn``: ``seqflow-<stage>-<sha256(code fingerprint, stage, inputs)>``."""
     name = context.task.name
+    code = code_version(_family_of(parameters))
+    if code not in _logged:
+        _logged.add(code)
+        ident = code_identity()
+        log.info("stage cache: code fingerprint %s (seqflow %s, checkout commit %s)", code[:19], ident["release"],
+                 ident["git_commit"] or "none")
     payload = json.dumps(parameters, sort_keys=True, default=str)
-    digest = hashlib.sha256(f"{code_version()}\n{name}\n{payload}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{code}\n{name}\n{payload}".encode()).hexdigest()
     return f"seqflow-{name}-{digest}"
 
 

@@ -1,0 +1,101 @@
+"""The stage cache follows the code (issue 9): on a real Prefect ephemeral API, a cached stage is
+reused while nothing changed and runs again after one byte of fingerprinted source changes — in a
+model family module declared outside seqflow, and in (a temporary copy of) seqflow's own package."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from seqflow import stage_cache
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from prefect import flow, task
+    from seqflow import stage_cache
+
+    tmp = Path(sys.argv[1]); uri = f"sqlite:///{tmp}/mlflow.db"
+    sys.path.insert(0, str(tmp / "src"))
+    ran = []
+
+    @task(name="shard", **stage_cache.CACHED)
+    def shard(cfg: dict, md5: str) -> dict:
+        ran.append("shard"); root = tmp / f"shards-{md5}"; root.mkdir(exist_ok=True)
+        return {"root": str(root)}
+
+    @flow
+    def pipe(cfg: dict) -> list:
+        ran.clear()
+        stage_cache.run_stage(shard, uri, cfg, "m1")
+        return list(ran)
+
+    def edited(path):  # one byte of source changes, as a user editing the code between two runs
+        path.write_bytes(path.read_bytes() + b"\\n# edited\\n")
+        stage_cache.code_version.cache_clear()
+
+    stage_cache.PACKAGE_ROOT = tmp / "seqflow_copy"   # a copy of seqflow's package, edited below
+    cfg = {"model": {"family": "my_models.tiny_kws"}, "a": 1}
+    out = {"first": pipe(cfg), "same": pipe(cfg)}
+    edited(tmp / "src" / "my_models" / "helpers.py")   # a helper beside the family module
+    out["family_edited"] = pipe(cfg)
+    out["family_edited_again_same"] = pipe(cfg)
+    edited(tmp / "seqflow_copy" / "shards" / "clips.py")
+    out["package_edited"] = pipe(cfg)
+    (tmp / "seqflow_copy" / "NOTES.md").write_text("docs only"); stage_cache.code_version.cache_clear()
+    out["docs_added"] = pipe(cfg)
+    print(json.dumps(out))
+""")
+
+
+def _family(root: Path) -> None:
+    pkg = root / "src" / "my_models"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("DROPOUT = 0.5\n")
+    (pkg / "tiny_kws.py").write_text("from my_models.helpers import DROPOUT\n")
+
+
+def test_a_source_byte_change_reruns_the_stage(tmp_path: Path) -> None:
+    _family(tmp_path)
+    shutil.copytree(stage_cache.PACKAGE_ROOT, tmp_path / "seqflow_copy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    with open(tmp_path / "out", "w") as fo, open(tmp_path / "err", "w") as fe:
+        p = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)], stdout=fo, stderr=fe, env=env,
+                             start_new_session=True)  # Prefect's server child inherits the files, not a pipe
+    try:
+        rc = p.wait(300)
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert rc == 0, (tmp_path / "err").read_text()[-3000:]
+    out = json.loads((tmp_path / "out").read_text().strip().splitlines()[-1])
+    assert out == {"first": ["shard"], "same": [], "family_edited": ["shard"], "family_edited_again_same": [],
+                   "package_edited": ["shard"], "docs_added": []}, out
+
+
+def test_fingerprint_is_fast_and_ignores_caches(tmp_path: Path) -> None:
+    """Measured: the fingerprint of seqflow's ~140 source files takes well under a second; a
+    ``__pycache__`` folder or a ``.md`` file does not change it."""
+    copy = tmp_path / "seqflow"
+    shutil.copytree(stage_cache.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    t0 = time.perf_counter()
+    before = stage_cache.tree_fingerprint(copy)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 1.0, elapsed
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0compiled")
+    (copy / "README.md").write_text("docs")
+    assert stage_cache.tree_fingerprint(copy) == before == stage_cache.tree_fingerprint(stage_cache.PACKAGE_ROOT)
+    assert stage_cache.family_source("seqflow.families.ctc") is None   # inside the package fingerprint
