@@ -1,7 +1,9 @@
-"""``seqflow serve``: check the model URIs, then run the app under uvicorn.
+"""``seqflow serve``: check the config and the model URIs, then run the app under uvicorn.
 
-Start-up rules:
+Start-up rules, in this order (config errors come before any MLflow call):
 
+* the config (overrides, ``serve.*``, ``--port``) is checked first: a bad value → exit code 2 with
+  one line naming the key, the value and what is allowed;
 * every ``--model`` must be ``models:/<name>@<alias>`` (followed) or ``models:/<name>/<version>``
   (pinned), each registered name once;
 * the tracking URI is ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``tracking.tracking_uri``
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 
 from seqflow.errors import ConfigError
 from seqflow.serve.models import AliasMissing, MlflowUnreachable, ModelRef, ModelSlot, resolve
-from seqflow.serve.settings import ServeSettings
+from seqflow.serve.settings import ServeSettings, check_port
 
 log = logging.getLogger("seqflow.serve")
 EXIT_USAGE = 2
@@ -60,11 +62,15 @@ def main(models: Sequence[str], host: str | None = None, port: int | None = None
     input with one line on stderr). Defaults: ``serve.host`` / ``serve.port`` / ``serve.models`` of
     the config, and the configured trigger word's champion when no model is named anywhere."""
     from seqflow.config import load_config
+    from seqflow.schema import check_schema
 
-    try:
+    try:  # every config error first, in one line, before any MLflow call (a model lookup can be slow)
         cfg = load_config(list(overrides))
+        check_schema(cfg)   # type and range of every value, serve.* included
         serve_cfg = cfg.get("serve") or {}
         settings = ServeSettings.from_config(serve_cfg)
+        host = host or str(serve_cfg.get("host") or "127.0.0.1")
+        port = check_port(port if port is not None else serve_cfg.get("port") or 8080)
     except ConfigError as e:
         return _fail(str(e))
     except Exception as e:  # noqa: BLE001 - Hydra's composition errors name the bad override
@@ -98,8 +104,6 @@ def main(models: Sequence[str], host: str | None = None, port: int | None = None
     from seqflow.serve.app import create_app
 
     app = create_app([ModelSlot(r) for r in refs], settings, tracking_uri=uri, onnx=onnx)
-    host = host or str(serve_cfg.get("host") or "127.0.0.1")
-    port = int(port if port is not None else serve_cfg.get("port") or 8080)
     log.info("serving %s on http://%s:%d (MLflow: %s)", ", ".join(uris), host, port, uri)
     config = uvicorn.Config(app, host=host, port=port, ws_max_size=settings.max_frame_bytes,
                             timeout_graceful_shutdown=5, log_level="info", access_log=False)

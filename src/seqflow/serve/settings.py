@@ -90,3 +90,18 @@ class ServeSettings:
         if conc.get("torch_threads") is not None:
             kwargs["torch_threads"] = int(conc["torch_threads"])
         return cls(**kwargs)
+
+
+def check_port(port: object) -> int:
+    """``port`` (``--port`` or ``serve.port``) as an int in [1, 65535].
+
+    Raises:
+        ConfigError: not an integer, or out of range (the message names ``serve.port``).
+    """
+    try:
+        value = int(str(port))
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"serve.port={port!r}: must be an integer in [1, 65535]")
+    return value
