@@ -10,8 +10,9 @@ the ``.py`` files of its top-level package (or its single module file). So a cha
 data, project commit (``git.commit``: the workdir's repository, ``-dirty`` with uncommitted tracked
 changes) or of a byte of that code re-runs the stage and everything after it, while a commit that
 touches only docs, tests or configs' comments keeps the cache. The fingerprint is computed once per
-process (about 10 ms for seqflow's ~140 files); the git commit of seqflow's checkout is logged
-beside it for information only (:func:`code_identity`), never part of the key. Code that seqflow
+process (under 0.1 s: 144 files, 8-90 ms measured on a loaded 2-core box); the git commit of
+seqflow's checkout is logged beside it for information only (:func:`code_identity`), never part
+of the key. Code that seqflow
 imports from other installed packages (torch, lightning, …) is not fingerprinted: after upgrading
 those, run with ``--no-cache``. Results are persisted in Prefect's result storage
 (``$PREFECT_HOME/storage``).
