@@ -6,7 +6,8 @@ Two files under the workdir:
   when the holder dies, however it dies (SIGKILL included), so a dead holder never blocks anyone.
 * ``.seqflow.lock`` (JSON, written atomically: temp file + rename): who holds it — ``pid``,
   ``command``, ``started`` (ISO 8601, UTC), ``hostname`` — and what it has opened so far:
-  ``mlflow_run_ids`` (+ ``mlflow_tracking_uri``) and ``prefect_flow_run_id``. A clean release
+  ``mlflow_run_ids`` (+ ``mlflow_tracking_uri``), ``prefect_flow_run_id`` and ``prefect_server``
+  (the temporary Prefect server it started: pid, process start time, port). A clean release
   deletes it; finding it while the mutex is free means its holder died without releasing (SIGKILL,
   OOM, power loss): :meth:`WorkdirLock.acquire` then takes the lock over with a warning and returns
   that holder's record, so the caller can mark the holder's runs (see :mod:`seqflow.flow`).
@@ -133,17 +134,20 @@ class WorkdirLock:
         now = datetime.now(timezone.utc)
         self.info = {"pid": os.getpid(), "command": self.command, "hostname": socket.gethostname(),
                      "started": now.isoformat(timespec="seconds"), "mlflow_tracking_uri": None,
-                     "mlflow_run_ids": [], "prefect_flow_run_id": None}
+                     "mlflow_run_ids": [], "prefect_flow_run_id": None, "prefect_server": None}
         _write_json_atomic(self.path, self.info)
         global _active
         _active = self
         return self.stale
 
     def record(self, mlflow_run_id: str | None = None, prefect_flow_run_id: str | None = None,
-               mlflow_tracking_uri: str | None = None, forget_mlflow_runs: bool = False) -> None:
+               mlflow_tracking_uri: str | None = None, forget_mlflow_runs: bool = False,
+               prefect_server: dict | None = None) -> None:
         """Add what this run has opened to the holder record (rewritten atomically), so that a next
         run can mark it after this process is SIGKILLed. ``forget_mlflow_runs``: the recorded runs
-        are complete (registered); drop them from the record first."""
+        are complete (registered); drop them from the record first. ``prefect_server``: the
+        temporary Prefect server this process started (``{"pid", "create_time", "port"}``), which
+        a next run stops after a SIGKILL (:func:`seqflow.fault_state.recover_stale`)."""
         with self._mutex:
             if forget_mlflow_runs:
                 self.info["mlflow_run_ids"] = []
@@ -153,6 +157,8 @@ class WorkdirLock:
                 self.info["prefect_flow_run_id"] = str(prefect_flow_run_id)
             if mlflow_tracking_uri:
                 self.info["mlflow_tracking_uri"] = mlflow_tracking_uri
+            if prefect_server:
+                self.info["prefect_server"] = dict(prefect_server)
             if self._fd is not None:
                 _write_json_atomic(self.path, self.info)
 

@@ -1,6 +1,8 @@
 """True state after faults, on a real Prefect flow (ephemeral API) and a real MLflow SQLite store:
-a raising flow → MLflow FAILED / Prefect FAILED; SIGTERM → KILLED / CANCELLED; a SIGKILLed
-holder's record → KILLED / CRASHED. Stage caching: same key reused, --no-cache re-runs, a cached
+a raising flow → MLflow FAILED / Prefect FAILED; SIGTERM → KILLED / CANCELLED and exit 143 (with
+local Ray up: its C++ handler's 3-s abort alarm no longer turns a slow clean-up into 134);
+SIGINT → exit 130; a SIGKILLed holder's record → KILLED / CRASHED, and the next holder stops the
+temporary Prefect server the dead one left running. Stage caching: same key reused, --no-cache re-runs, a cached
 result pointing at a deleted run is not trusted."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     import mlflow
+    import ray
     from prefect import flow
     from prefect.runtime import flow_run
     from seqflow import fault_state, lock as workdir_lock
@@ -30,21 +33,34 @@ SCRIPT = textwrap.dedent("""
     @flow(name="faulty")
     def faulty():
         workdir_lock.record(prefect_flow_run_id=flow_run.id, mlflow_tracking_uri=uri, mlflow_run_id=run_id)
-        print(json.dumps({"run_id": run_id, "flow_run_id": str(flow_run.id)}), flush=True)
-        if mode == "raise":
-            raise ValueError("shard index missing")
-        time.sleep(120)
+        if mode == "sigterm":  # as the train stage: Ray's driver handlers replace seqflow's
+            ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
+        try:
+            print(json.dumps({"run_id": run_id, "flow_run_id": str(flow_run.id),
+                              "server": workdir_lock.active_lock().info["prefect_server"]}), flush=True)
+            if mode == "raise":
+                raise ValueError("shard index missing")
+            time.sleep(120)
+        finally:
+            ray.shutdown() if mode == "sigterm" else None
 
     lock = workdir_lock.WorkdirLock(workdir, command="faulty " + mode)
-    with fault_state.stop_on_sigterm():
+    with fault_state.stop_on_sigterm():  # as flow.run_pipeline and cli.pipeline do
         lock.acquire()
         try:
+            lock.record(prefect_server=fault_state.start_prefect_server())
             faulty()
         except BaseException as e:
-            fault_state.mark_stopped(lock.info, e)
-            raise
+            stopped = fault_state.mark_stopped(lock.info, e)
+            if stopped is None:
+                raise
+            # a clean-up longer than the 3-s abort alarm Ray's C++ handler sets on SIGTERM
+            time.sleep(3.5 if mode == "sigterm" else 0)
+            line, code = fault_state.exit_line(stopped)
         finally:
             lock.release() if mode != "sigkill" else None
+    print(line, file=sys.stderr)
+    sys.exit(code)
 """)
 
 
@@ -71,16 +87,32 @@ def _ids(tmp: Path, mode: str, p: subprocess.Popen) -> dict:
     return json.loads(line.splitlines()[0])
 
 
-def _end(p: subprocess.Popen, sig: int | None = None) -> int:
-    """Send ``sig`` (if any), wait, then end what the process left in its session (Prefect's server)."""
+def _end(p: subprocess.Popen, sig: int | None = None, group: bool = True) -> int:
+    """Send ``sig`` (if any) to the process, wait, then (``group``) end what it left in its session."""
     if sig is not None:
         p.send_signal(sig)
     rc = p.wait(300)
+    if group:
+        _killpg(p.pid)
+    return rc
+
+
+def _killpg(pgid: int) -> None:
     try:
-        os.killpg(p.pid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    return rc
+
+
+def _alive(server: dict) -> bool:
+    """The recorded Prefect server process still runs (same pid and start time, not a zombie)."""
+    import psutil
+
+    try:
+        p = psutil.Process(server["pid"])
+        return abs(p.create_time() - server["create_time"]) < 1 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 RECOVER_AND_READ = textwrap.dedent("""
@@ -106,17 +138,30 @@ RECOVER_AND_READ = textwrap.dedent("""
 
 
 def test_failed_and_terminated_and_killed_runs_leave_true_state(tmp_path: Path) -> None:
-    procs = {mode: _start(tmp_path, mode) for mode in ("raise", "sigterm", "sigkill")}
-    ids = {mode: _ids(tmp_path, mode, p) for mode, p in procs.items()}
-    assert _end(procs["raise"]) == 1 and "shard index missing" in (tmp_path / "raise.err").read_text()
-    assert _end(procs["sigterm"], signal.SIGTERM) != 0
-    assert "stopped by SIGTERM" in (tmp_path / "sigterm.err").read_text()
-    _end(procs["sigkill"], signal.SIGKILL)
+    procs = {mode: _start(tmp_path, mode) for mode in ("raise", "sigterm", "sigint", "sigkill")}
+    try:
+        ids = {mode: _ids(tmp_path, mode, p) for mode, p in procs.items()}
+        assert _end(procs["raise"]) == 1 and "shard index missing" in (tmp_path / "raise.err").read_text()
+        for mode, sig, code in (("sigterm", signal.SIGTERM, 143), ("sigint", signal.SIGINT, 130)):
+            rc, err = _end(procs[mode], sig), (tmp_path / f"{mode}.err").read_text()
+            assert rc == code, err[-3000:]  # 128 + signal, not 134 (SIGABRT) nor 1
+            lines = [line for line in err.splitlines() if line.startswith("seqflow pipeline:")]
+            assert lines == [f"seqflow pipeline: stopped by {signal.Signals(sig).name}; MLflow run "
+                             f"{ids[mode]['run_id']} KILLED, Prefect flow run {ids[mode]['flow_run_id']} CANCELLED"]
+            assert "Aborted" not in err and "SIGABRT" not in err
+        _end(procs["sigkill"], signal.SIGKILL, group=False)  # the driver only, as the OOM killer does
+        server = ids["sigkill"]["server"]
+        assert _alive(server)  # no handler ran: Prefect's temporary server outlives it
 
-    with open(tmp_path / "read.out", "w") as fo, open(tmp_path / "read.err", "w") as fe:
-        p = subprocess.Popen([sys.executable, "-c", RECOVER_AND_READ, str(tmp_path), json.dumps(ids)], stdout=fo,
-                             stderr=fe, text=True, env=_env(tmp_path), start_new_session=True)
-    assert _end(p) == 0, (tmp_path / "read.err").read_text()[-3000:]
+        with open(tmp_path / "read.out", "w") as fo, open(tmp_path / "read.err", "w") as fe:
+            p = subprocess.Popen([sys.executable, "-c", RECOVER_AND_READ, str(tmp_path),
+                                  json.dumps({m: ids[m] for m in ("raise", "sigterm", "sigkill")})], stdout=fo,
+                                 stderr=fe, text=True, env=_env(tmp_path), start_new_session=True)
+        assert _end(p) == 0, (tmp_path / "read.err").read_text()[-3000:]
+        assert not _alive(server)  # stopped by the next holder of the workdir lock
+    finally:
+        for p in procs.values():
+            _killpg(p.pid)
     got = json.loads((tmp_path / "read.out").read_text().strip().splitlines()[-1])
     assert got["before"] == {"raise": ["FAILED", "FAILED"], "sigterm": ["KILLED", "CANCELLED"],
                              "sigkill": ["RUNNING", "RUNNING"]}  # a SIGKILL leaves RUNNING: no handler ran

@@ -6,11 +6,20 @@ A file is read in blocks (:class:`seqflow.audio.blocks.AudioBlocks`: decode, dow
 offline ``detect()`` semantics: ``end`` = the fall below threshold, ``score`` = the run's max);
 transcription runs :meth:`Transcriber.transcribe_long` (overlapping windows, joined). Peak memory
 is the model plus a few blocks/windows, whatever the file's length (docs/long-audio.md).
+
+With ``progress=True`` a tqdm bar on **stderr** follows the seconds of audio consumed out of the
+file's length (stdout, which may be piped, stays clean); the CLI shows it when stderr is a terminal
+or with ``--progress``.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from seqflow.audio.blocks import AudioBlocks
 from seqflow.errors import ConfigError
@@ -37,26 +46,54 @@ def unwrap(model: Any, attribute: str):
     return obj
 
 
-def detect_file(detector, reader: AudioBlocks, threshold: float | None = None) -> list[dict]:
+PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]"
+
+
+def progress_blocks(reader: AudioBlocks, show: bool = False, desc: str = "") -> Iterator[np.ndarray]:
+    """The reader's ``(S_i,)`` blocks, unchanged; with ``show`` a tqdm bar on stderr counts the
+    seconds of audio [s] the consumer has taken, out of ``reader.duration_s``, and ends at 100 %.
+
+    Raises:
+        AudioDecodeError: as iterating ``reader`` does (the bar is closed first).
+    """
+    if not show:
+        yield from reader
+        return
+    from tqdm import tqdm
+
+    total = reader.duration_s
+    done = 0.0
+    with tqdm(total=total, desc=desc or Path(reader.path).name, file=sys.stderr, bar_format=PROGRESS_FORMAT,
+              mininterval=0.5, dynamic_ncols=True) as bar:
+        for block in reader:
+            yield block
+            step = min(total - done, len(block) / reader.sample_rate)
+            done += step
+            bar.update(step)
+        bar.update(total - done)  # resampler rounding: end on the header's length
+
+
+def detect_file(detector, reader: AudioBlocks, threshold: float | None = None, progress: bool = False) -> list[dict]:
     """Detections ``[{"start", "end", "score"}]`` [s] of a whole file, streamed block by block;
-    equal to ``detector.detect(whole_waveform)``.
+    equal to ``detector.detect(whole_waveform)``. ``progress``: a bar on stderr (:func:`progress_blocks`).
 
     Raises:
         AudioDecodeError: decoding failed part-way (see :class:`AudioBlocks`).
     """
     stream = detector.stream(threshold)
     out: list[dict] = []
-    for block in reader:
+    for block in progress_blocks(reader, progress, f"detect {Path(reader.path).name}"):
         stream.push(block)
         out += stream.pop_completed()
     stream.flush()
     return out + stream.pop_completed()
 
 
-def transcribe_file(transcriber, reader: AudioBlocks) -> str:
+def transcribe_file(transcriber, reader: AudioBlocks, progress: bool = False) -> str:
     """Transcript of a whole file in overlapping windows (:meth:`Transcriber.transcribe_long`).
+    ``progress``: a bar on stderr (:func:`progress_blocks`).
 
     Raises:
         AudioDecodeError: decoding failed part-way (see :class:`AudioBlocks`).
     """
-    return transcriber.transcribe_long(iter(reader))
+    return transcriber.transcribe_long(progress_blocks(reader, progress, f"transcribe {Path(reader.path).name}"))
