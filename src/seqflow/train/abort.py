@@ -55,4 +55,6 @@ def abort_ray_train(wait_s: float = 5.0) -> str | None:
     _, alive = psutil.wait_procs(procs, timeout=wait_s)
     log.warning("Ray Train run aborted: killed %d controller and %d worker process(es)%s", controllers,
                 len(procs) - controllers, f"; {len(alive)} still alive" if alive else "")
-    return f"Ray Train run aborted: {len(procs) - controllers} worker process(es) killed"
+    workers = len(procs) - controllers
+    return (f"Ray Train run aborted: {workers} worker process(es) killed" if workers
+            else "Ray Train run aborted before its workers started")
