@@ -74,14 +74,18 @@ def check_eval_sets(cfg: DictConfig) -> dict:
 
 
 def validate(cfg: DictConfig) -> dict:
-    """Decode every file once, quarantine bad ones; raises ``DataValidationError`` past the limit."""
+    """Decode every file once, quarantine bad ones; raises ``DataValidationError`` past the limit.
+
+    Returns ``{"total", "valid", "quarantined", "reasons", "dropped", "dropped_reasons",
+    "bad_fraction"}``: files checked, kept and quarantined here (per reason), and the items the
+    source dropped at prepare (missing files, unread formats, …; per reason), which count against
+    ``data.max_bad_fraction`` too (:meth:`seqflow.data.validate.ValidationReport.counts`)."""
     from seqflow.data.validate import validate_corpus
 
     d = cfg.data
     report = validate_corpus(Path(d.root), min_duration=float(d.min_duration), max_duration=float(d.max_duration),
                              max_bad_fraction=float(d.max_bad_fraction), sample_rate=int(cfg.audio.sample_rate))
-    return {"total": report.total, "valid": report.valid, "quarantined": report.quarantined,
-            "reasons": dict(report.reasons)}
+    return report.counts()
 
 
 def version(cfg: DictConfig) -> dict:
@@ -300,6 +304,7 @@ def register(cfg: DictConfig, trained: dict, packaged: dict, evaluated: dict) ->
 
     from seqflow.families import get_family
     from seqflow.tracking.artifacts import downloaded
+    from seqflow.tracking.redacting_client import RedactingClient
     from seqflow.tracking.registry import model_description, register_and_promote
     from seqflow.tracking.runs import log_model_to_run, run_subject, use_store
 
@@ -317,7 +322,8 @@ def register(cfg: DictConfig, trained: dict, packaged: dict, evaluated: dict) ->
                                     allow_test_set_change=bool(gate.allow_test_set_change),
                                     challenger_alias=cfg.tracking.challenger_alias,
                                     champion_alias=cfg.tracking.champion_alias,
-                                    test_set_id=evaluated["tags"]["eval.test_set"], description=description)
+                                    test_set_id=evaluated["tags"]["eval.test_set"], description=description,
+                                    client=RedactingClient())   # descriptions and tags redacted
     aliases = [cfg.tracking.challenger_alias] + ([cfg.tracking.champion_alias] if decision.promoted else [])
     return {"name": cfg.model.registered_name, "version": decision.version, "aliases": aliases,
             "reason": decision.reason, "decision": {k: v for k, v in asdict(decision).items()}}

@@ -17,6 +17,10 @@ from _mlflow_server import MlflowServer
 from conftest import project_env
 
 pytestmark = pytest.mark.slow
+# credentials in a harmless config value: they must never reach MLflow (params, config.yaml, descriptions)
+SECRETS = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMIK7MDENG", "tok3nSECRETvalue")
+SECRET_OVERRIDE = ("+model.description='Corpus mirrored at "
+                   f"s3://{SECRETS[0]}:{SECRETS[1]}@minio:9000/corpus?token={SECRETS[2]}'")
 
 
 def _seqflow(project: Path, env: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -62,8 +66,9 @@ def test_pipeline_end_to_end(project: Path, tiny_overrides, tmp_path: Path) -> N
         # MLFLOW_TRACKING_URI (the server) wins over the config's sqlite:///<workdir>/mlflow.db
         env = {**project_env(project), "MLFLOW_TRACKING_URI": server.url}
         exe = Path(sys.executable).with_name("seqflow")
-        flow = subprocess.Popen([str(exe), "pipeline", *tiny_overrides, f"data.background_dirs=[{bg}]"], cwd=project,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        flow = subprocess.Popen([str(exe), "pipeline", *tiny_overrides, f"data.background_dirs=[{bg}]",
+                                 SECRET_OVERRIDE], cwd=project, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         try:  # the server starts while the corpus is built: the flow first talks to MLflow at train
             server.wait_healthy(120)
             stdout, stderr = flow.communicate(timeout=900)
@@ -162,6 +167,9 @@ def _check_tracking(project: Path, server: MlflowServer, env: dict, tiny_overrid
     description = client.get_registered_model(name).description
     assert '"activate"' in description and "`test/frr`" in description and "same test set" in description
     assert short_version(run.data.tags["data.dvc_md5"]) in mv.description and "`test/frr` =" in mv.description
+    stored = json.dumps([run.data.params, run.data.tags, description, mv.description,
+                         mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml")])
+    assert "minio:9000/corpus" in description and not [s for s in SECRETS if s in stored]
 
     # every artifact went through the server: mlflow-artifacts: URIs, files in its --artifacts-destination,
     # nothing in the project's mlartifacts/ (tracking.artifact_location is for local stores only)
@@ -177,6 +185,7 @@ def _check_tracking(project: Path, server: MlflowServer, env: dict, tiny_overrid
 
     # the summary the user sees
     assert "seqflow pipeline finished" in out and name in out
+    assert '"dropped": 0, "dropped_reasons": {}' in out   # validate: prepare drops beside its own counts
 
     # re-evaluate the champion on the current test split and sets, logged on its own run
     ev = _seqflow(project, env, "evaluate", f"models:/{name}@champion", *tiny_overrides, timeout=600)

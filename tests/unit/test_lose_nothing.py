@@ -112,6 +112,14 @@ def test_folder_source_lists_files_it_does_not_read(tmp_path):
     assert len(read_manifest(root / "manifest.jsonl")) == 10
     report = validate_corpus(root, max_bad_fraction=0.2, progress=False, **LIMITS)
     assert report.dropped == 2 and report.bad_fraction == pytest.approx(2 / 12)
+    # the validate stage returns the prepare drops too (flow summary)
+    from seqflow import stages
+
+    counts = stages.validate(load_config(["data=folder", f"data.path={base}", "data.max_bad_fraction=0.2",
+                                          f"data.root={root}", "data.min_duration=0.05"]))
+    assert counts == {"total": 10, "valid": 10, "quarantined": 0, "reasons": {}, "dropped": 2,
+                      "dropped_reasons": {"missing_audio": 1, "unsupported_format": 1},
+                      "bad_fraction": round(2 / 12, 6)}, counts
 
 
 def test_librispeech_and_speech_commands_list_unread_and_untranscribed_files(tmp_path):

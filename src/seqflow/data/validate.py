@@ -93,6 +93,14 @@ class ValidationReport:
                 "quarantine_path": str(self.quarantine_path), "valid_manifest_path": str(self.valid_manifest_path),
                 "dropped": self.dropped, "dropped_reasons": dict(self.dropped_reasons)}
 
+    def counts(self) -> dict:
+        """The counts the validate stage returns (flow summary): ``total``, ``valid``, ``quarantined``,
+        ``reasons``, ``dropped``, ``dropped_reasons`` (items the source dropped at prepare) and
+        ``bad_fraction`` (rounded to 6 digits); no paths, no seconds."""
+        return {"total": self.total, "valid": self.valid, "quarantined": self.quarantined,
+                "reasons": dict(self.reasons), "dropped": self.dropped, "dropped_reasons": dict(self.dropped_reasons),
+                "bad_fraction": round(float(self.bad_fraction), 6)}
+
 
 def check_transcript(text: str | None, kind: str) -> tuple[str, str] | None:
     """``("empty_transcript", detail)`` when a speech row (positive/negative/utterance) has no letters or digits.

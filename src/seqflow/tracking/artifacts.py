@@ -23,7 +23,8 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, RunTag
-from mlflow.tracking import MlflowClient
+
+from seqflow.tracking.redacting_client import RedactingClient
 
 _MAX_PER_BATCH = 100  # MLflow's log_batch limit for tags (1000 for metrics)
 
@@ -34,11 +35,13 @@ def log_results(run_id: str, metrics: Mapping[str, float] | None = None, tags: M
     """Log onto an existing run: metrics (step 0), tags, whole ``folders`` (``{artifact path: local
     dir}``), ``files`` (``{artifact folder: [paths]}``) and JSON ``documents`` (``{artifact file: obj}``).
 
-    Goes through ``MlflowClient`` with ``run_id``: the run's status is left as it is (a run still
-    RUNNING while Ray workers train stays RUNNING), and nothing depends on an active run. Artifacts
-    go wherever the run's artifact URI points (through the server for ``mlflow-artifacts:``).
+    Goes through :class:`~seqflow.tracking.redacting_client.RedactingClient` with ``run_id``: tags,
+    JSON documents and text files are redacted on the way (credentials never reach the store; the
+    local files are left as they are); the run's status is left as it is (a run still RUNNING while
+    Ray workers train stays RUNNING), and nothing depends on an active run. Artifacts go wherever
+    the run's artifact URI points (through the server for ``mlflow-artifacts:``).
     """
-    client = MlflowClient()
+    client = RedactingClient()
     now = int(time.time() * 1000)
     metric_objs = [Metric(str(k), float(v), now, 0) for k, v in (metrics or {}).items()]
     tag_objs = [RunTag(str(k), str(v)) for k, v in (tags or {}).items()]

@@ -10,7 +10,7 @@ before they leave the process. What is replaced by :data:`MARK` (``[redacted]``)
   ``password``, ``sig``, ``signature``, ``X-Amz-Signature``, ``X-Amz-Credential``,
   ``X-Amz-Security-Token``, ``X-Goog-Signature``, ``AWSAccessKeyId``, … see :data:`SECRET_QUERY_PARAMS`);
 * ``name=value`` / ``name: value`` pairs in free text whose name is a secret (``password=…``,
-  ``aws_secret_access_key=…``), ``Bearer …`` headers;
+  ``aws_secret_access_key=…``, JSON's ``"password": "…"``), ``Bearer …`` headers;
 * AWS access key ids (``AKIA…``/``ASIA…``) and well-known token formats (GitHub ``ghp_…`` /
   ``github_pat_…``, GitLab ``glpat-…``, Hugging Face ``hf_…``, Slack ``xox?-…``) anywhere;
 * the whole value of a config key / param / tag whose last name part names a secret
@@ -43,7 +43,7 @@ SECRET_QUERY_PARAMS = (
 _SECRET_KEY_WORDS = ("password", "passwd", "pwd", "secret", "token", "apikey", "api_key", "access_key",
                      "secret_key", "private_key", "credential", "credentials", "auth_token", "session_token",
                      "secret_access_key", "access_key_id", "client_secret", "sas_token", "signature")
-_SECRET_KEY = re.compile(r"(?:^|[._\-])(?:" + "|".join(re.escape(w) for w in _SECRET_KEY_WORDS) + r")$",
+_SECRET_KEY = re.compile(r"(?:^|[._\-/])(?:" + "|".join(re.escape(w) for w in _SECRET_KEY_WORDS) + r")$",
                          re.IGNORECASE)
 _LOGIN_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,15}")   # git@, ubuntu@, ec2-user@: not secrets
 
@@ -51,7 +51,7 @@ _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s/
 _QUERY = re.compile(r"(?P<lead>[?&;](?:" + "|".join(re.escape(p) for p in SECRET_QUERY_PARAMS) + r")=)"
                     r"(?P<value>[^&#\s\"',;]*)", re.IGNORECASE)
 _PAIR = re.compile(r"(?P<lead>\b(?:aws_secret_access_key|aws_access_key_id|aws_session_token|password|passwd|"
-                   r"secret|client_secret|api[_-]?key|access[_-]?token|auth[_-]?token|token)\s*[=:]\s*)"
+                   r"secret|client_secret|api[_-]?key|access[_-]?token|auth[_-]?token|token)[\"']?\s*[=:]\s*[\"']?)"
                    r"(?P<value>(?!\[redacted\])[^\s,;&'\"}\]]+)", re.IGNORECASE)
 _BEARER = re.compile(r"(?P<lead>\bBearer\s+)(?P<value>[A-Za-z0-9._~+/=\-]{8,})", re.IGNORECASE)
 _TOKENS = re.compile(
@@ -93,8 +93,8 @@ def redact(text: str) -> str:
 
 def is_secret_key(key: str) -> bool:
     """True when a config key / param / tag name names a secret by its last part
-    (``storage.password``, ``s3.aws_secret_access_key``, ``hub_token``); ``tokenizer.*`` and
-    ``max_tokens`` are not secrets."""
+    (``storage.password``, ``s3.aws_secret_access_key``, ``hub_token``, Lightning's ``hub/token``);
+    ``tokenizer.*`` and ``max_tokens`` are not secrets."""
     return bool(_SECRET_KEY.search(str(key)))
 
 

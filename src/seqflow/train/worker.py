@@ -1,9 +1,10 @@
 """The per-worker training function Ray Train runs on every rank (Lightning + RayDDPStrategy).
 
 Each rank builds the model, reads its disjoint part of the train shards (equal batch count on
-every rank), and fits with ``RayDDPStrategy``; Lightning's ``MLFlowLogger`` is attached to the
-driver's MLflow run (``cfg.tracking.tracking_uri``, a server when it is ``http(s)://``) and only
-logs from rank 0. System metrics (``system/*``: CPU, memory, disk, network, GPU when present) are
+every rank), and fits with ``RayDDPStrategy``; Lightning's ``MLFlowLogger`` (params redacted:
+:func:`seqflow.tracking.redacting_client.mlflow_logger`) is attached to the driver's MLflow run
+(``cfg.tracking.tracking_uri``, a server when it is ``http(s)://``) and only logs from rank 0.
+System metrics (``system/*``: CPU, memory, disk, network, GPU when present) are
 sampled on the training machines themselves, by local rank 0 of each node (:class:`SystemMetrics`):
 the driver that holds the run may sit on another machine (a laptop, the Ray head) that does no
 training. On a multi-node cluster each node's metrics are ``system/node<k>/*``. Samples lost to
@@ -199,12 +200,12 @@ def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point (runs on each worker). ``config``: ``cfg`` (plain dict of the
     seqflow config), ``run_id`` (MLflow run to log to), ``train_index``/``val_index`` (paths)."""
     import ray.train
-    from lightning.pytorch.loggers import MLFlowLogger
     from ray.train.lightning import (RayDDPStrategy, RayLightningEnvironment,
                                      RayTrainReportCallback, prepare_trainer)
 
     from seqflow.lit.factory import build_module
     from seqflow.shards.reader import make_dataloader
+    from seqflow.tracking.redacting_client import mlflow_logger
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_worker_logs()
@@ -230,8 +231,8 @@ def train_loop_per_worker(config: dict) -> None:
                                **train_extra)
     val_dl = make_dataloader(config["val_index"], bs, rank, world, nw, shuffle=False, seed=int(cfg.seed), **extra)
 
-    logger = MLFlowLogger(tracking_uri=cfg.tracking.tracking_uri, run_id=config["run_id"],
-                          experiment_name=config["experiment_name"], log_model=False)
+    logger = mlflow_logger(cfg.tracking.tracking_uri, config["run_id"], config["experiment_name"],
+                           log_model=False)   # params redacted (credentials never reach MLflow)
     throughput = RankThroughput()
     callbacks = [RayTrainReportCallback(), throughput, LostSamples(), ProgressLog()]
     sysm = system_metrics_callback(cfg, config["run_id"], ctx.get_local_rank(), ctx.get_node_rank(),
