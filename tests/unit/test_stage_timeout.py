@@ -25,11 +25,18 @@ SCRIPT = textwrap.dedent("""
     uri = f"sqlite:///{workdir}/mlflow.db"
     client = mlflow.MlflowClient(uri)
     exp = client.create_experiment("t")
-    cfg = {"flow": {"timeouts": {"train": 1.5, "package": 1.0}, "timeout_grace_s": 2.0}}
+    cfg = {"flow": {"timeouts": {"train": 1.5, "version": 1.0, "package": 1.0}, "timeout_grace_s": 2.0}}
+    attempts = []
 
     @task(name="train")
     @stage_timeout.limited("train")
     def train(cfg):  # Python code: the interrupt lands at once
+        time.sleep(120)
+
+    @task(name="version", retries=2, retry_delay_seconds=0, retry_condition_fn=stage_timeout.not_timed_out)
+    @stage_timeout.limited("version")
+    def version(cfg):  # a timed-out stage is not retried
+        attempts.append(1)
         time.sleep(120)
 
     @task(name="package")
@@ -43,7 +50,7 @@ SCRIPT = textwrap.dedent("""
         run_id = client.create_run(exp).info.run_id
         workdir_lock.record(prefect_flow_run_id=flow_run.id, mlflow_tracking_uri=uri, mlflow_run_id=run_id)
         print(json.dumps({"run_id": run_id, "flow_run_id": str(flow_run.id), "t": time.monotonic()}), flush=True)
-        (train if stage == "train" else package)(cfg)
+        {"train": train, "version": version, "package": package}[stage](cfg)
 
     def pipeline(stage):  # what seqflow.flow.run_pipeline and the CLI do around the flow
         lock = workdir_lock.WorkdirLock(workdir, command="limited " + stage)
@@ -63,6 +70,8 @@ SCRIPT = textwrap.dedent("""
             print(json.dumps({"exit": e.code, "t": time.monotonic()}), flush=True)
 
     pipeline("train")
+    pipeline("version")
+    print(json.dumps({"attempts": len(attempts)}), flush=True)
     pipeline("package")
     print(json.dumps({"exit": "returned"}), flush=True)
 """)
@@ -94,8 +103,8 @@ def test_a_stage_past_its_limit_fails_the_flow_and_a_hung_one_ends_the_process(t
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(workdir)], capture_output=True, text=True,
                           env=_env(tmp_path), timeout=300)
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-    assert len(lines) == 3, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
-    started, ended, hung = lines
+    assert len(lines) == 6, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
+    started, ended, _, retried, attempts, hung = lines
 
     # Python stage: interrupted at its limit; the flow fails with the one line, exit 124
     assert ended["exit"] == 124
@@ -104,6 +113,9 @@ def test_a_stage_past_its_limit_fails_the_flow_and_a_hung_one_ends_the_process(t
     status, flow_state, task_states = _state(tmp_path, started["run_id"], started["flow_run_id"])
     assert (status, flow_state, task_states) == ("FAILED", "FAILED", "TimedOut")
 
+    # a timed-out stage is not retried (the version stage's retries are for transient errors)
+    assert retried["exit"] == 124 and attempts == {"attempts": 1}
+
     # a stage that never sees the interrupt: the process ends after the grace, same true state
     assert proc.returncode == 124, proc.stderr[-4000:]
     assert "seqflow pipeline: stage 'package' exceeded flow.timeouts.package=1 s" in proc.stderr
@@ -111,6 +123,6 @@ def test_a_stage_past_its_limit_fails_the_flow_and_a_hung_one_ends_the_process(t
     status, flow_state, _ = _state(tmp_path, hung["run_id"], hung["flow_run_id"])
     assert (status, flow_state) == ("FAILED", "FAILED")
     assert not (workdir / ".seqflow.lock").exists()
-    assert len([x for x in proc.stderr.splitlines() if x.startswith("seqflow pipeline:")]) == 2  # one per case
+    assert len([x for x in proc.stderr.splitlines() if x.startswith("seqflow pipeline:")]) == 3  # one per case
     print(f"both cases in {time.monotonic() - t0:.1f} s; train stage to the flow's end "
           f"{ended['t'] - started['t']:.1f} s")
