@@ -24,7 +24,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from seqflow.errors import ConfigError, SeqflowError
-from seqflow.tracking.runs import TAG_DATA_MD5, TAG_GIT_COMMIT, short_version
+from seqflow.tracking import promotion_guard
+from seqflow.tracking.descriptions import model_description, version_description  # noqa: F401 - re-exported
+from seqflow.tracking.runs import TAG_DATA_MD5, TAG_GIT_COMMIT
 
 TAG_TEST_SET = "eval.test_set"
 TAG_STATUS = "seqflow.status"        # on the model version: "ready" | "failed"
@@ -158,6 +160,8 @@ def register_and_promote(
     allow_test_set_change: bool = False,
     timeout_s: float = 300.0,
     description: str | None = None,
+    concurrency: str = "auto",
+    lock_timeout_s: float = 120.0,
 ) -> PromotionDecision:
     """Register ``model_uri`` as a new version of ``name``, alias it challenger, gate champion.
 
@@ -199,9 +203,19 @@ def register_and_promote(
     inspected; no alias points at it), and RegistrationError is raised naming the model, version
     and failed step, chained to the cause.
 
+    Concurrent calls for one model (:mod:`seqflow.tracking.promotion_guard`): the champion ends on
+    the gate's best version, as if they had run one after another. ``concurrency="auto"`` holds a
+    per-model file lock next to a local store (``sqlite:///<file>``, ``file:``) around the steps
+    from the version's creation to its ``ready`` tag, waiting at most ``lock_timeout_s`` s; on a
+    server store (``http(s)``) it instead re-checks the champion after its version is complete
+    against the versions registered meanwhile. ``"lock"`` / ``"recheck"`` force one.
+
     Raises:
         RegistrationError: run missing, metric missing, ``test_set_id`` contradicts the run's
-            tag, registration not READY within ``timeout_s``, or a later step failed (see above).
+            tag, registration not READY within ``timeout_s``, a later step failed (see above),
+            the promotion lock not free within ``lock_timeout_s`` (nothing created then; names
+            the lock file and its holder), or the champion re-check failed (version complete).
+        ValueError: unknown ``concurrency``, or ``"lock"`` on a server store.
     """
     client = client or MlflowClient()
     try:
@@ -221,6 +235,38 @@ def register_and_promote(
         )
     chal_ts = test_set_id if test_set_id is not None else run_ts
 
+    guard = promotion_guard.choose(client, name, concurrency, lock_timeout_s)
+    try:
+        with guard.held():
+            history = promotion_guard.complete_versions(client, name) if guard.recheck else set()
+            d, champ_ts = _register_and_gate(client, model_uri, name, run, metric_key, float(chal_metric), chal_ts,
+                                             lower_is_better, challenger_alias, champion_alias,
+                                             allow_test_set_change, timeout_s, description)
+    except promotion_guard.PromotionLockTimeout as e:
+        raise RegistrationError(str(e)) from None
+    if guard.recheck:
+        def promotes_over_base(metric: float) -> bool:
+            return _decide(metric, d.champion_metric, d.champion_version_before, champ_ts, chal_ts,
+                           lower_is_better, allow_test_set_change)[0]
+        try:
+            final = promotion_guard.settle_champion(
+                client, name, d.version, history, d.champion_version_before, metric_key, str(chal_ts),
+                lower_is_better, promotes_over_base, champion_alias, stale_after_s=timeout_s + 60.0)
+        except MlflowException as e:
+            raise RegistrationError(f"{name} v{d.version} is registered, but re-checking {champion_alias!r} "
+                                    f"against concurrent registrations failed: {e.message}") from e
+        if d.promoted and final != d.version:
+            d.reason += f"; then v{final}, registered at the same time and better, became {champion_alias}"
+    return d
+
+
+def _register_and_gate(client: MlflowClient, model_uri: str, name: str, run, metric_key: str, chal_metric: float,
+                       chal_ts: str | None, lower_is_better: bool, challenger_alias: str, champion_alias: str,
+                       allow_test_set_change: bool, timeout_s: float, description: str | None):
+    """Create (or reuse) the version, run the gate, move the aliases, record the decision (the
+    steps of :func:`register_and_promote` that the promotion guard serializes); returns
+    ``(PromotionDecision, the champion's test set before)``."""
+    run_id = run.info.run_id
     mv = _registered_version(client, name, run_id) or _create_version(client, model_uri, name, run_id, timeout_s,
                                                                       description)
     version = int(mv.version)
@@ -259,11 +305,11 @@ def register_and_promote(
 
         step = f"set alias {challenger_alias}"
         moved.append((challenger_alias, prev_chal))
-        client.set_registered_model_alias(name, challenger_alias, str(version))
+        promotion_guard.set_alias(client, name, challenger_alias, version)
         if promote:
             step = f"set alias {champion_alias}"
             moved.append((champion_alias, prev_champ))
-            client.set_registered_model_alias(name, champion_alias, str(version))
+            promotion_guard.set_alias(client, name, champion_alias, version)
 
         step = "log decision on run"
         tags = {
@@ -290,50 +336,7 @@ def register_and_promote(
         champion_metric=None if champ_metric is None else float(champ_metric),
         champion_version_before=champ_version, reason=reason, metric_key=metric_key,
         comparable=comparable, test_set_id=chal_ts,
-    )
-
-
-def model_description(kind: str, model_name: str, family: str, subject: str, metric_key: str,
-                      lower_is_better: bool = True, challenger_alias: str = "challenger",
-                      champion_alias: str = "champion", extra: str | None = None) -> str:
-    """The registered model's description (Markdown, as the MLflow UI shows it): what the model
-    is, what its pyfunc takes and returns, and how versions are gated.
-
-    ``kind``: ``trigger_word`` (``subject`` = the trigger phrase) or ``asr`` (``subject`` = the
-    data source). ``extra``: a sentence appended as is (e.g. ``cfg.model.description``).
-
-    >>> model_description("trigger_word", "tw", "my.family", "activate", "test/frr").splitlines()[0]
-    'Trigger-word detector for "activate" (seqflow model `tw`, family `my.family`).'
-    """
-    if kind == "trigger_word":
-        what = (f'Trigger-word detector for "{subject}" (seqflow model `{model_name}`, family `{family}`).\n\n'
-                "pyfunc input: a 16 kHz mono float32 waveform `(S,)`; output: a DataFrame of detections "
-                "(`start`, `end` [s], `score`) at the threshold packaged with the version, calibrated on "
-                "the val split (tag `calibration.met` says whether the false-accept target was met).")
-    else:
-        what = (f"Speech recognizer trained on `{subject}` data (seqflow model `{model_name}`, family "
-                f"`{family}`).\n\npyfunc input: a 16 kHz mono float32 waveform `(S,)`; output: the transcript.")
-    better = "lower" if lower_is_better else "higher"
-    gate = (f"\n\nGate: every version registered is aliased `{challenger_alias}`; `{champion_alias}` moves "
-            f"to it only when its `{metric_key}` is strictly {better} than the champion's, measured on the "
-            "same test set (run tag `eval.test_set`, a content hash); ties and different test sets keep the "
-            "champion. Each version's description and tags say which data it was trained on and why it was "
-            "promoted or kept.")
-    return what + gate + (f"\n\n{extra.strip()}" if extra and extra.strip() else "")
-
-
-def version_description(run_name: str | None, run_id: str, data_md5: str | None, git_commit: str | None,
-                        metric_key: str, metric: float, test_set_id: str | None, decision: str,
-                        reason: str) -> str:
-    """A model version's description: the run and data it came from, its gate metric, the decision.
-
-    >>> version_description("m-activate-35e1343", "abc", "35e1343b.dir", "f00d", "test/frr", 0.25,
-    ...                     "sha256:9f", "promoted", "no champion yet").splitlines()[0]
-    'Trained in run `m-activate-35e1343` (`abc`) on data version `35e1343` (DVC md5 `35e1343b.dir`, git `f00d`).'
-    """
-    return (f"Trained in run `{run_name or run_id}` (`{run_id}`) on data version `{short_version(data_md5)}` "
-            f"(DVC md5 `{data_md5 or 'unknown'}`, git `{git_commit or 'unknown'}`).\n\n"
-            f"Gate: `{metric_key}` = {metric:.6g} on test set `{test_set_id or 'unknown'}`; {decision}: {reason}.")
+    ), champ_ts
 
 
 def _roll_back(client: MlflowClient, name: str, version: int, moved, error: str) -> None:
