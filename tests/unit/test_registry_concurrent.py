@@ -112,17 +112,15 @@ def _race_rounds(store, mode: str, rounds: int, seed: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_concurrent_registrations_with_the_lock_end_on_the_best_version(store):
+def test_concurrent_registrations_end_on_the_best_version_with_the_lock_and_with_the_recheck(store):
+    """One test (one work unit under xdist: one store): the lock (``auto`` on SQLite), then the
+    re-check that server stores use, forced on SQLite."""
     reasons = _race_rounds(store, "auto", rounds=2, seed=1)
     assert not any("registered at the same time" in r for r in reasons)  # serialized: nothing to settle
     _, _, _, root = store
     locks = sorted((root / "mlflow.db.seqflow-locks").iterdir())  # beside the store, not inside it
     assert [p.name for p in locks] == sorted(lock_path(root / "mlflow.db", f"{NAME}-auto-{r}").name for r in range(2))
     assert locks[0].read_text().startswith("pid ")
-
-
-@pytest.mark.slow
-def test_concurrent_registrations_without_a_lock_settle_on_the_best_version(store):
     _race_rounds(store, "recheck", rounds=2, seed=2)
 
 
