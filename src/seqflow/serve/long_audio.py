@@ -14,6 +14,7 @@ or with ``--progress``.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,16 @@ def unwrap(model: Any, attribute: str):
 PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]"
 
 
+def _screen() -> dict:
+    """tqdm's ``ncols``/``nrows`` for stderr: the terminal's size, 80 x 24 where it reports 0 x 0 (a
+    pseudo-terminal nobody sized, on which tqdm draws nothing); tqdm's defaults off a terminal."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {"ncols": size.columns or 80, "nrows": size.lines or 24}
+
+
 def progress_blocks(reader: AudioBlocks, show: bool = False, desc: str = "") -> Iterator[np.ndarray]:
     """The reader's ``(S_i,)`` blocks, unchanged; with ``show`` a tqdm bar on stderr counts the
     seconds of audio [s] the consumer has taken, out of ``reader.duration_s``, and ends at 100 %.
@@ -64,7 +75,7 @@ def progress_blocks(reader: AudioBlocks, show: bool = False, desc: str = "") -> 
     total = reader.duration_s
     done = 0.0
     with tqdm(total=total, desc=desc or Path(reader.path).name, file=sys.stderr, bar_format=PROGRESS_FORMAT,
-              mininterval=0.5, dynamic_ncols=True) as bar:
+              mininterval=0.5, **_screen()) as bar:
         for block in reader:
             yield block
             step = min(total - done, len(block) / reader.sample_rate)
