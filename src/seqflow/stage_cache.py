@@ -147,9 +147,18 @@ def stage_key(context: Any, parameters: dict) -> str:
         ident = code_identity()
         log.info("stage cache: code fingerprint %s (seqflow %s, checkout commit %s)", code[:19], ident["release"],
                  ident["git_commit"] or "none")
-    payload = json.dumps(parameters, sort_keys=True, default=str)
+    payload = json.dumps(_result_inputs(parameters), sort_keys=True, default=str)
     digest = hashlib.sha256(f"{code}\n{name}\n{payload}".encode()).hexdigest()
     return f"seqflow-{name}-{digest}"
+
+
+def _result_inputs(parameters: dict) -> dict:
+    """The stage's parameters without the config's ``flow`` section (schedule, stage limits, lock
+    wait): those decide when and how long a stage may run, never what it returns."""
+    cfg = parameters.get("cfg")
+    if isinstance(cfg, dict) and "flow" in cfg:
+        parameters = {**parameters, "cfg": {k: v for k, v in cfg.items() if k != "flow"}}
+    return parameters
 
 
 # Prefect task options of a cached stage.

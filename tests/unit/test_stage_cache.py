@@ -40,7 +40,9 @@ SCRIPT = textwrap.dedent("""
         t = stage_cache.run_stage(train, uri, cfg, s)
         return {"ran": list(ran), "train": t}
 
-    out = {"first": pipe({"a": 1}, "m1"), "same": pipe({"a": 1}, "m1"), "other_cfg": pipe({"a": 2}, "m1")}
+    out = {"first": pipe({"a": 1}, "m1"), "same": pipe({"a": 1}, "m1"),
+           "flow_only": pipe({"a": 1, "flow": {"timeouts": {"train": 5}, "cron": "0 4 * * *"}}, "m1"),
+           "other_cfg": pipe({"a": 2}, "m1")}
     stage_cache.set_refresh(True)
     out["no_cache"] = pipe({"a": 1}, "m1")
     stage_cache.set_refresh(False)
@@ -69,6 +71,7 @@ def test_stages_are_reused_until_inputs_change_or_outputs_vanish(tmp_path: Path)
     out = json.loads((tmp_path / "out").read_text().strip().splitlines()[-1])
     assert out["first"]["ran"] == ["shard", "train"]
     assert out["same"]["ran"] == [] and out["same"]["train"] == out["first"]["train"]
+    assert out["flow_only"]["ran"] == []  # schedule and stage limits never change a stage's result
     assert out["other_cfg"]["ran"] == ["shard", "train"]
     assert out["no_cache"]["ran"] == ["shard", "train"] and out["no_cache"]["train"] != out["first"]["train"]
     assert out["run_deleted"]["ran"] == ["train"]  # shard reused; the cached train's run is gone
