@@ -8,6 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from _schedule import isolate_worker, schedule
+
+isolate_worker()  # under pytest-xdist: this worker's own PREFECT_HOME, RAY_TMPDIR, ONNX cache
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    schedule(items)
+
+
 # Small enough for a 2-core CI box, large enough that every stage does real work.
 TINY_OVERRIDES = [
     "data.num_voices=8",

@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
                               "server": workdir_lock.active_lock().info["prefect_server"]}), flush=True)
             if mode == "raise":
                 raise ValueError("shard index missing")
-            time.sleep(120)
+            time.sleep(900)  # until signalled: the four scripts start side by side, slowly on a busy box
         finally:
             ray.shutdown() if mode == "sigterm" else None
 
