@@ -106,8 +106,9 @@ def exit_line(stopped: KeyboardInterrupt, command: str = "seqflow pipeline") -> 
     return f"{command}: stopped by {name}; {stopped.summary or 'no runs were open'}", 128 + int(stopped.signum)
 
 
-def mark_mlflow_runs(run_ids: list[str], status: str, tracking_uri: str | None) -> dict[str, str]:
-    """Set each run's status (``FAILED``/``KILLED``) unless it is already ``FAILED``/``KILLED``;
+def mark_mlflow_runs(run_ids: list[str], status: str, tracking_uri: str | None,
+                     keep: tuple[str, ...] = ("FAILED", "KILLED")) -> dict[str, str]:
+    """Set each run's status (``FAILED``/``KILLED``) unless it is already one of ``keep``;
     returns ``{run id: its status now}`` (the runs it could read). A run that cannot be read is
     logged and skipped."""
     from mlflow.tracking import MlflowClient
@@ -118,7 +119,7 @@ def mark_mlflow_runs(run_ids: list[str], status: str, tracking_uri: str | None) 
     for run_id in run_ids:
         try:
             current = client.get_run(run_id).info.status
-            if current in ("FAILED", "KILLED"):
+            if current in keep:
                 now[run_id] = current
                 continue
             client.set_terminated(run_id, status)
@@ -224,14 +225,18 @@ def stop_stale_server(record: dict | None, hostname: str | None) -> bool:
 
 def recover_stale(stale: dict) -> None:
     """After taking over a dead holder's lock: stop the temporary Prefect server it left running
-    (:func:`stop_stale_server`), mark its recorded MLflow runs ``KILLED`` and its Prefect flow run
-    ``CRASHED`` (no handler ran when it was SIGKILLed)."""
+    (:func:`stop_stale_server`), mark its recorded MLflow runs ``KILLED`` (also those marked
+    ``FAILED`` as its Ray workers ended after it) and its Prefect flow run ``CRASHED`` (no handler
+    ran when it was SIGKILLed)."""
     who = f"pid {stale.get('pid')} on {stale.get('hostname')}, started {stale.get('started')}"
     server = stale.get("prefect_server") or {}
     if stop_stale_server(server, stale.get("hostname")):
         log.warning("dead holder (%s): stopped its temporary Prefect server (pid %s, port %s)", who,
                     server.get("pid"), server.get("port"))
-    runs = mark_mlflow_runs(list(stale.get("mlflow_run_ids") or []), "KILLED", stale.get("mlflow_tracking_uri"))
+    # keep=KILLED: when only the driver is SIGKILLed its Ray workers end after it, and Lightning
+    # marks the run FAILED as they go; the holder was killed all the same
+    runs = mark_mlflow_runs(list(stale.get("mlflow_run_ids") or []), "KILLED", stale.get("mlflow_tracking_uri"),
+                            keep=("KILLED",))
     runs = [r for r, status in runs.items() if status == "KILLED"]
     flow = mark_prefect_flow_run(stale.get("prefect_flow_run_id"), "CRASHED",
                                  f"its process ({who}) died without ending the run (e.g. SIGKILL)")

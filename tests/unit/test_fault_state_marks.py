@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 SCRIPT = textwrap.dedent("""
-    import json, os, sys, time
+    import json, os, signal, sys, time
     import mlflow
     import ray
     from prefect import flow
@@ -25,6 +25,7 @@ SCRIPT = textwrap.dedent("""
     from seqflow import fault_state, lock as workdir_lock
 
     workdir, mode = sys.argv[1], sys.argv[2]
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started as a background job (SIGINT ignored)
     uri = f"sqlite:///{workdir}/mlflow.db"
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("t") or client.get_experiment(client.create_experiment("t"))
@@ -40,7 +41,8 @@ SCRIPT = textwrap.dedent("""
                               "server": workdir_lock.active_lock().info["prefect_server"]}), flush=True)
             if mode == "raise":
                 raise ValueError("shard index missing")
-            time.sleep(900)  # until signalled: the four scripts start side by side, slowly on a busy box
+            for _ in range(900):  # until signalled (the four scripts start side by side, slowly on a busy
+                time.sleep(1)     # box); 1-s naps: a signal another thread took is acted on within 1 s
         finally:
             ray.shutdown() if mode == "sigterm" else None
 
