@@ -72,12 +72,20 @@ def pipeline(overrides: Optional[List[str]] = OVERRIDES,
     with _config_errors("pipeline"):
         check_overrides(overrides or [])  # before Prefect is imported: a bad value fails in about a second
         from seqflow.flow import run_pipeline
+        from seqflow.stage_timeout import reported as timeout_reported
 
         try:
-            run_pipeline(overrides or [], wait=wait, no_cache=no_cache)
+            with timeout_reported("pipeline", _OPTIONS["verbose"]):  # past flow.timeouts.<stage>: one line, 124
+                run_pipeline(overrides or [], wait=wait, no_cache=no_cache)
         except WorkdirLockedError as e:
             typer.echo(f"seqflow pipeline: {e}", err=True)
             raise typer.Exit(2)
+        except KeyboardInterrupt as e:  # SIGINT/SIGTERM: state marked and lock released by now
+            from seqflow.fault_state import exit_line
+
+            line, code = exit_line(e)
+            typer.echo(line, err=True)
+            raise typer.Exit(code)  # 130 / 143
 
 
 @app.command()
@@ -123,13 +131,19 @@ def _load_pyfunc(model: str, tracking_uri: Optional[str]):
 
 AUDIO_FILES = typer.Argument(..., help="WAV/FLAC/OGG files (any rate; resampled to 16 kHz mono)")
 TRACKING = typer.Option(None, help="MLflow tracking URI (default: the project's store)")
+PROGRESS = typer.Option(None, "--progress/--no-progress", help="a progress bar over the audio on stderr (default: "
+                                                               "shown when stderr is a terminal; stdout stays clean)")
+
+
+def _show_progress(progress: Optional[bool]) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
 
 
 @app.command()
 def detect(audio: List[str] = AUDIO_FILES,
            model: Optional[str] = typer.Option(None, help="MLflow model URI (default: the configured trigger "
                                                           "word's champion, models:/seqflow-trigger-word-<slug>@champion)"),
-           tracking_uri: Optional[str] = TRACKING) -> None:
+           tracking_uri: Optional[str] = TRACKING, progress: Optional[bool] = PROGRESS) -> None:
     """Print each trigger-word detection (start/end seconds, score) for each audio file (any length:
     read in blocks and streamed through the detector, bounded memory)."""
     from seqflow.errors import AudioDecodeError
@@ -139,7 +153,7 @@ def detect(audio: List[str] = AUDIO_FILES,
     detector = unwrap(_load_pyfunc(model or _champion_uri("trigger_word"), tracking_uri), "detector")
     for path, reader in readers:
         try:
-            dets = detect_file(detector, reader)
+            dets = detect_file(detector, reader, progress=_show_progress(progress))
         except AudioDecodeError as e:
             _decode_error("detect", e)
         typer.echo(f"{path}: {len(dets)} detection(s)")
@@ -150,7 +164,7 @@ def detect(audio: List[str] = AUDIO_FILES,
 @app.command()
 def transcribe(audio: List[str] = AUDIO_FILES,
                model: str = typer.Option("models:/seqflow-asr-ctc@champion", help="MLflow model URI"),
-               tracking_uri: Optional[str] = TRACKING) -> None:
+               tracking_uri: Optional[str] = TRACKING, progress: Optional[bool] = PROGRESS) -> None:
     """Print one transcript per audio file (``path<TAB>transcript``); any length: read in blocks,
     transcribed in overlapping windows and joined (bounded memory, docs/long-audio.md)."""
     from seqflow.errors import AudioDecodeError
@@ -160,7 +174,7 @@ def transcribe(audio: List[str] = AUDIO_FILES,
     transcriber = unwrap(_load_pyfunc(model, tracking_uri), "transcriber")
     for path, reader in readers:
         try:
-            text = transcribe_file(transcriber, reader)
+            text = transcribe_file(transcriber, reader, progress=_show_progress(progress))
         except AudioDecodeError as e:
             _decode_error("transcribe", e)
         typer.echo(f"{path}\t{text}")
@@ -174,6 +188,16 @@ def _champion_uri(kind: str) -> str:
     return f"models:/{cfg.model.registered_name}@{cfg.tracking.champion_alias}"
 
 
+def _check_config_first(overrides: List[str]) -> None:
+    """Compose and type-check ``overrides`` (:func:`seqflow.schema.check_schema`) before any MLflow
+    call; without ``model=``, ``model.*`` overrides wait for the version's own model (checked later)."""
+    from seqflow.config import load_config
+    from seqflow.schema import check_schema
+
+    own_model = any(o.lstrip("+~").startswith("model=") for o in overrides)
+    check_schema(load_config([o for o in overrides if own_model or not o.lstrip("+~").startswith("model.")]))
+
+
 @app.command()
 def evaluate(model: str = typer.Argument(..., help="models:/<name>@<alias> or models:/<name>/<version>"),
              overrides: Optional[List[str]] = OVERRIDES) -> None:
@@ -183,6 +207,7 @@ def evaluate(model: str = typer.Argument(..., help="models:/<name>@<alias> or mo
     from seqflow.reevaluate import reevaluate
 
     with _config_errors("evaluate"):
+        _check_config_first(overrides or [])   # config errors before the (slow) model lookup
         result = reevaluate(model, overrides or [])
     for k, v in sorted(result["metrics"].items()):
         typer.echo(f"{k:<40} {v:.4g}")

@@ -14,18 +14,24 @@ running waits, ``flow.collision_strategy: ENQUEUE``, or is cancelled, ``CANCEL_N
 runs never overlap, whichever serve processes or workers pick them up. Every run gets the
 configs composed at deploy time as its ``cfgs`` parameter, so a run is the same pipeline
 ``seqflow pipeline <same overrides>`` would run.
+
+Every run also takes the workdir lock (:func:`run_lock`, entered by the flow itself), so a
+scheduled run and a ``seqflow pipeline`` started by hand in the same workdir never overlap either:
+the scheduled run waits at most ``flow.lock_wait_s`` seconds for a live holder, then fails naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from seqflow.errors import ConfigError, SeqflowError
 
 FLOW_NAME = "pipeline"  # the @flow name in seqflow.flow
 CONCURRENCY_LIMIT = 1   # one pipeline at a time: runs share the workdir (data/, shards/, DVC)
 COLLISION_STRATEGIES = ("ENQUEUE", "CANCEL_NEW")
+DEFAULT_LOCK_WAIT_S = 1800.0  # flow.lock_wait_s when a run's configs predate the key
 
 
 class DeployError(SeqflowError):
@@ -131,6 +137,57 @@ def build_deployment(cfgs: list[dict]) -> Any:
                     "shard → train → evaluate → register",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+
+
+def _run_command() -> str:
+    """What the lock record says this holder runs: the Prefect flow run and its deployment."""
+    from prefect.runtime import deployment, flow_run
+
+    where = f"deployment {FLOW_NAME}/{deployment.name}" if deployment.name else "no deployment"
+    return f"prefect flow run {flow_run.name} of flow {FLOW_NAME} ({where}; flow run id {flow_run.id})"
+
+
+@contextlib.contextmanager
+def run_lock(cfgs: list[dict]) -> Iterator[None]:
+    """Hold the workdir lock (:mod:`seqflow.lock`) around a ``pipeline`` flow run that does not
+    have it yet: a scheduled or served run (``seqflow deploy``), a work-pool worker's run, a
+    direct call of the flow. A no-op when this process holds it already (``seqflow pipeline``
+    takes it in :func:`seqflow.flow.run_pipeline` before starting the flow).
+
+    A live holder (e.g. a ``seqflow pipeline`` started by hand) is waited for at most
+    ``flow.lock_wait_s`` seconds (``cfgs[0]``; :data:`DEFAULT_LOCK_WAIT_S` when absent; 0: not at
+    all). A lock left by a dead holder is taken over and that holder's runs marked
+    (:func:`seqflow.fault_state.recover_stale`: MLflow KILLED, Prefect CRASHED). When the flow
+    raises, this run's recorded MLflow runs are marked FAILED (KILLED for a signal); Prefect marks
+    the flow run itself. The lock is released on every exit.
+
+    Raises:
+        seqflow.lock.WorkdirLockedError: still held by a live process after the wait; one line
+            naming the holder's pid, command, host and start time, and the wait.
+    """
+    from seqflow import fault_state
+    from seqflow import lock as workdir_lock
+
+    if workdir_lock.active_lock() is not None:
+        yield
+        return
+    wait_s = float((cfgs[0].get("flow") or {}).get("lock_wait_s", DEFAULT_LOCK_WAIT_S))
+    lock = workdir_lock.WorkdirLock(cfgs[0]["workdir"], command=_run_command())
+    try:
+        stale = lock.acquire(wait=True, timeout_s=wait_s, poll_s=min(1.0, max(wait_s / 10, 0.1)))
+    except workdir_lock.WorkdirLockedError as e:
+        raise workdir_lock.WorkdirLockedError(f"{e}; this flow run waited {wait_s:g} s for it (flow.lock_wait_s)") \
+            from None
+    try:
+        if stale:
+            fault_state.recover_stale(stale)
+        try:
+            yield
+        except BaseException as e:
+            fault_state.mark_stopped({**lock.info, "prefect_flow_run_id": None}, e)  # Prefect marks its own run
+            raise
+    finally:
+        lock.release()
 
 
 def describe(cfgs: list[dict]) -> str:

@@ -30,8 +30,14 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from seqflow import lock as workdir_lock  # noqa: E402
 from seqflow import stages  # noqa: E402
 from seqflow.stage_cache import CACHED, run_stage  # noqa: E402
+from seqflow.stage_timeout import check_timeouts, limited, not_timed_out  # noqa: E402
+from seqflow.train.abort import abort_ray_train  # noqa: E402
 
 log = logging.getLogger("seqflow.pipeline")
+
+# Every stage (Prefect task name); each has a limit, flow.timeouts.<name with _> (seqflow.stage_timeout).
+STAGES = ("prepare", "validate", "version", "shard", "train", "start-mining-run", "mine", "record-mining",
+          "check-eval-sets", "package", "evaluate", "register", "summary-artifact")
 
 
 def _cfg(cfg: dict) -> DictConfig:
@@ -39,58 +45,69 @@ def _cfg(cfg: dict) -> DictConfig:
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
+@limited("prepare")
 def prepare(cfg: dict) -> str:
     return str(stages.prepare(_cfg(cfg)))
 
 
 @task(name="validate", cache_policy=NO_CACHE)
+@limited("validate")
 def validate(cfg: dict) -> dict:
     return stages.validate(_cfg(cfg))
 
 
-@task(name="version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=not_timed_out)
+@limited("version")
 def version(cfg: dict) -> dict:
     return stages.version(_cfg(cfg))
 
 
 @task(name="shard", **CACHED)
+@limited("shard")
 def shard(cfg: dict, data_md5: str) -> dict:
     return stages.shard(_cfg(cfg), data_md5)
 
 
 @task(name="train", **CACHED)
+@limited("train", abort=abort_ray_train)  # at its limit the Ray Train controller and workers are killed
 def train(cfg: dict, shards: dict, data: dict, parent_run_id: str | None = None,
           mining_round: int | None = None) -> dict:
     return stages.train(_cfg(cfg), shards, data, parent_run_id, mining_round)
 
 
 @task(name="start-mining-run", **CACHED)
+@limited("start-mining-run")
 def start_mining_run(cfg: dict, shards: dict, data: dict) -> str:
     return stages.start_mining_run(_cfg(cfg), shards, data)
 
 
 @task(name="mine", **CACHED)
+@limited("mine")
 def mine(cfg: dict, shards: dict, trained: dict, packaged: dict) -> dict:
     return stages.mine(_cfg(cfg), shards, trained, packaged)
 
 
 @task(name="record-mining", **CACHED)
+@limited("record-mining")
 def record_mining(cfg: dict, parent_run_id: str, mined: dict, packaged1: dict, round2_run_id: str | None = None,
                   packaged2: dict | None = None) -> dict:
     return stages.record_mining(_cfg(cfg), parent_run_id, mined, packaged1, round2_run_id, packaged2)
 
 
 @task(name="check-eval-sets", cache_policy=NO_CACHE)
+@limited("check-eval-sets")
 def check_eval_sets(cfg: dict) -> dict:
     return stages.check_eval_sets(_cfg(cfg))
 
 
 @task(name="package", **CACHED)
+@limited("package")
 def package(cfg: dict, shards: dict, trained: dict) -> dict:
     return stages.package(_cfg(cfg), shards, trained)
 
 
 @task(name="evaluate", **CACHED)
+@limited("evaluate")
 def evaluate(cfg: dict, shards: dict, run_id: str, package_uri: str, eval_sets: dict | None = None) -> dict:
     """``eval_sets`` (:func:`eval_sets_id`) only keys the cache: a rebuilt set re-runs evaluate."""
     return stages.evaluate(_cfg(cfg), shards, run_id, package_uri)
@@ -109,16 +126,19 @@ def eval_sets_id(cfg: dict) -> dict[str, str]:
     return out
 
 
-@task(name="register", **CACHED, retries=1, retry_delay_seconds=2)
+@task(name="register", **CACHED, retries=1, retry_delay_seconds=2, retry_condition_fn=not_timed_out)
+@limited("register")
 def register(cfg: dict, trained: dict, packaged: dict, evaluated: dict) -> dict:
     return stages.register(_cfg(cfg), trained, packaged, evaluated)
 
 
 @task(name="summary-artifact", cache_policy=NO_CACHE)
-def summary_artifact(summaries: list[dict]) -> None:
+@limited("summary-artifact")
+def summary_artifact(summaries: list[dict], cfg: dict) -> None:
     """Publish the summaries as the flow run's ``seqflow-summary`` markdown artifact, linked to
     the MLflow runs in the store the stages logged to (``mlflow.get_tracking_uri()``, set by
-    them). A failure here is a warning: the model is already registered."""
+    them). A failure here is a warning: the model is already registered. ``cfg`` (the first
+    model's config) gives its limit, ``flow.timeouts.summary_artifact``."""
     import mlflow
 
     from seqflow.run_summary import publish_summary
@@ -166,7 +186,18 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
     shard → train → package → evaluate → register run per model (with hard-negative mining two
     train → package rounds, see :func:`train_rounds`). Returns one summary per model, also
     published as the run's ``seqflow-summary`` markdown artifact.
+
+    The run holds the workdir lock: ``seqflow pipeline`` took it already; a scheduled or served
+    run takes it here, waiting at most ``flow.lock_wait_s`` s (:func:`seqflow.deploy.run_lock`).
     """
+    from seqflow.deploy import run_lock
+
+    with run_lock(cfgs):
+        return _run_stages(cfgs)
+
+
+def _run_stages(cfgs: list[dict]) -> list[dict[str, Any]]:
+    """The stages of :func:`pipeline`, run under the workdir lock."""
     t0 = time.perf_counter()
     base = cfgs[0]
     from prefect.runtime import flow_run
@@ -203,7 +234,7 @@ def pipeline(cfgs: list[dict]) -> list[dict[str, Any]]:
             "wall_s": round(time.perf_counter() - t0, 1),
         })
         print(stages.format_summary(summaries[-1]))
-    summary_artifact(summaries)
+    summary_artifact(summaries, base)
     return summaries
 
 
@@ -222,7 +253,10 @@ def compose_configs(overrides: list[str] | None = None) -> list[dict]:
     cfgs = [load_config(rest + [f"model={m}"]) for m in models] if models else [load_config(rest)]
     for cfg in cfgs:
         stages.check_config(cfg)
-    return [OmegaConf.to_container(cfg, resolve=True) for cfg in cfgs]
+    plain = [OmegaConf.to_container(cfg, resolve=True) for cfg in cfgs]
+    for cfg in plain:
+        check_timeouts(cfg, STAGES)
+    return plain
 
 
 def run_pipeline(overrides: list[str] | None = None, wait: bool = False,
@@ -232,15 +266,21 @@ def run_pipeline(overrides: list[str] | None = None, wait: bool = False,
 
     ``wait``: queue behind a live holder of the workdir lock instead of failing. ``no_cache``: run
     every stage again (:mod:`seqflow.stage_cache`). A lock left by a dead holder is taken over and
-    its MLflow runs marked KILLED, its Prefect flow run CRASHED. When the flow fails, or SIGINT /
+    its MLflow runs marked KILLED, its Prefect flow run CRASHED, and the temporary Prefect server it
+    left running is stopped (its pid is in the lock record). When the flow fails, or SIGINT /
     SIGTERM stops it, this run's unfinished MLflow runs are marked FAILED / KILLED and its Prefect
-    flow run FAILED / CANCELLED (:mod:`seqflow.fault_state`), then the error propagates.
+    flow run FAILED / CANCELLED (:mod:`seqflow.fault_state`), then the error propagates (for a
+    signal as :class:`seqflow.fault_state.Stopped`, after the lock is released). A stage
+    past its limit (``flow.timeouts.<stage>``) fails the run the same way; one that does not return
+    after its interrupt ends the process (:func:`seqflow.stage_timeout.hard_exit_on_hang`).
 
     Raises:
         seqflow.lock.WorkdirLockedError: another live process holds the workdir (``wait`` False).
-        ConfigError / Hydra errors: before any work; KeyboardInterrupt (``Stopped`` for SIGTERM).
+        ConfigError / Hydra errors: before any work; ``fault_state.Stopped`` (a KeyboardInterrupt)
+            for SIGINT / SIGTERM.
+        seqflow.stage_timeout.StageTimeoutError: a stage ran past its limit.
     """
-    from seqflow import fault_state, stage_cache
+    from seqflow import fault_state, stage_cache, stage_timeout
 
     cfgs = compose_configs(overrides)
     lock = workdir_lock.WorkdirLock(cfgs[0]["workdir"])
@@ -249,11 +289,17 @@ def run_pipeline(overrides: list[str] | None = None, wait: bool = False,
         try:
             if stale:
                 fault_state.recover_stale(stale)
+            # started before the flow (which would start it) so that its pid is in the lock record
+            lock.record(prefect_server=fault_state.start_prefect_server())
             stage_cache.set_refresh(no_cache)
             try:
-                return pipeline(cfgs)
+                with stage_timeout.hard_exit_on_hang(lambda err: (fault_state.mark_stopped(lock.info, err),
+                                                                  lock.release())):
+                    return pipeline(cfgs)
             except BaseException as e:
-                fault_state.mark_stopped(lock.info, e)
-                raise
+                stopped = fault_state.mark_stopped(lock.info, e)
+                if stopped is None:
+                    raise
+                raise stopped from e  # a signal, whatever Ray or Prefect made of it: the CLI exits 128 + signum
         finally:
             lock.release()

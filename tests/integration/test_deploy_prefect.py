@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from conftest import TINY_OVERRIDES, project_env
+from seqflow.lock import read_info
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +127,7 @@ def test_served_deployment_runs_the_pipeline_on_schedule(project: Path, prefect_
         deadline = time.monotonic() + 600  # normally ~100 s; a loaded box is slower
         deployment = None
         running_at_once, states_seen, done = 0, Counter(), None
+        lock_holders: set = set()
         while done is None:
             assert proc.poll() is None, f"seqflow deploy exited {proc.returncode}:\n{_tail(log)}"
             assert time.monotonic() < deadline, f"no scheduled run completed in 600 s:\n{_tail(log)}"
@@ -136,6 +138,8 @@ def test_served_deployment_runs_the_pipeline_on_schedule(project: Path, prefect_
                 except ObjectNotFound:
                     continue
             runs = _runs(prefect_client, deployment.id)
+            holder = read_info(project)  # the workdir lock, taken by the running flow run
+            lock_holders.add(holder["command"] if holder else None)
             states_seen.update(r.state_name for r in runs)
             running_at_once = max(running_at_once, sum(r.state_type.value == "RUNNING" for r in runs))
             bad = [r for r in runs if r.state_type.value in ("FAILED", "CRASHED")]
@@ -148,6 +152,9 @@ def test_served_deployment_runs_the_pipeline_on_schedule(project: Path, prefect_
         assert [s.schedule.interval for s in deployment.schedules] == [timedelta(seconds=INTERVAL_S)]
         assert deployment.entrypoint == "seqflow.flow.pipeline"
 
+        # its runs held the workdir lock, named in the record as the deployment's flow runs
+        assert any(c and f"of flow pipeline (deployment pipeline/{DEPLOYMENT}; flow run id " in c
+                   for c in lock_holders), lock_holders
         # the completed run was created by the schedule, not by hand
         assert done.auto_scheduled and done.created_by.type == "SCHEDULE"
         # never two at once: runs due while it ran waited for the slot instead of starting

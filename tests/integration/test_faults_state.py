@@ -1,8 +1,9 @@
 """Faults on the real tiny pipeline (CLI, Prefect ephemeral API, MLflow SQLite, Ray Train, DVC):
 a second pipeline in the same workdir fails at once naming the holder; a pipeline SIGKILLed
-mid-train is found by the next run, which marks its MLflow run KILLED and its Prefect flow run
-CRASHED, resumes training from the killed run's last Ray checkpoint and registers one version;
-a no-op re-run then reuses every finished stage (≤ 30 s) and registers nothing new."""
+mid-train (driver and Ray) is found by the next run, which stops the temporary Prefect server the
+killed run left running, marks its MLflow run KILLED and its Prefect flow run CRASHED, resumes
+training from the killed run's last Ray checkpoint and registers one version; a no-op re-run then
+reuses every finished stage (≤ 30 s) and registers nothing new."""
 
 from __future__ import annotations
 
@@ -57,6 +58,31 @@ def _states(project: Path, run_id: str, flow_run_id: str) -> tuple[str, str, lis
     return status, state, [v for v in versions.split(",") if v]
 
 
+def _kill_session_but(sid: int, keep: int) -> None:
+    """SIGKILL every process of session ``sid`` but ``keep``: no handler runs; the driver and its
+    Ray die at once (Ray's processes share a SIGKILLed driver's fate anyway, but then after it, with
+    their own teardown), while Prefect's temporary server, which shares nothing, lives on."""
+    import psutil
+
+    for p in psutil.process_iter():
+        try:
+            if p.pid != keep and os.getsid(p.pid) == sid:
+                p.kill()
+        except (psutil.Error, OSError):
+            pass
+
+
+def _server_alive(server: dict) -> bool:
+    """The Prefect server recorded in a lock record (pid, start time) still runs (not a zombie)."""
+    import psutil
+
+    try:
+        p = psutil.Process(server["pid"])
+        return abs(p.create_time() - server["create_time"]) < 1 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _alive_group(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -84,17 +110,25 @@ def test_lock_kill_resume_true_state_and_stage_reuse(project: Path, tiny_overrid
         _wait("a Ray checkpoint", lambda: _checkpoints(project) and (read_info(project) or {}).get("mlflow_run_ids"),
               a, log_a)
         killed = read_info(project)
-        os.killpg(a.pid, signal.SIGKILL)  # the whole session: driver, Ray, Prefect's server
+        _kill_session_but(a.pid, killed["prefect_server"]["pid"])
         a.wait(60)
-    finally:
+    except BaseException:
         if _alive_group(a.pid):
             os.killpg(a.pid, signal.SIGKILL)
+        raise
     assert killed["prefect_flow_run_id"] and len(killed["mlflow_run_ids"]) == 1
-
-    rerun = run_seqflow(project, "pipeline", *over)
+    server = killed["prefect_server"]
+    try:
+        assert _server_alive(server)  # Prefect's temporary server outlived its parent
+        rerun = run_seqflow(project, "pipeline", *over)
+        assert not _server_alive(server)  # the next run stopped it when it took the lock over
+    finally:
+        if _alive_group(a.pid):  # whatever else the killed run left in its session
+            os.killpg(a.pid, signal.SIGKILL)
     log = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, log[-6000:]
     assert "taking it over" in log and f"pid {a.pid}" in log
+    assert f"stopped its temporary Prefect server (pid {server['pid']}" in log
     assert "resuming from" in log, log[-6000:]  # Ray Train resumed the killed run's checkpoint
     status, state, versions = _states(project, killed["mlflow_run_ids"][0], killed["prefect_flow_run_id"])
     assert (status, state, versions) == ("KILLED", "CRASHED", ["1"])

@@ -149,6 +149,53 @@ def test_long_transcription_windows_and_the_pyfunc_path(tmp_path: Path, speech_m
     assert len(middle) > 30 and middle[len(middle) // 3:2 * len(middle) // 3] in text
 
 
+def _logged_models(root: Path, speech: np.ndarray) -> tuple[str, str, str]:
+    """(tracking URI, ASR model URI, trigger-word model URI): the tiny CTC transcriber and an
+    untrained detector whose threshold is the 90th percentile of its scores on ``speech``, logged
+    as seqflow pyfuncs in a fresh SQLite store under ``root``."""
+    tdir = _ctc_transcriber(root)
+    torch.manual_seed(0)
+    kws_cfg = {"features": {"n_mels": 40},
+               "net": {"conv_channels": 8, "gru_hidden": 8, "gru_layers": 1, "dropout": 0.0}}
+    net = TriggerWordNet(40, **kws_cfg["net"])
+    ddir = save_detector(root / "detector", net, kws_cfg, threshold=0.5, refractory_s=1.0)
+    probs, _ = load_detector(ddir).scores(speech)
+    save_detector(ddir, net, kws_cfg, threshold=float(np.quantile(probs, 0.9)), refractory_s=1.0)
+    with mlflow_store(root, "seqflow/long-audio") as uri, mlflow.start_run():
+        asr = log_asr_model(tdir, speech[:SR], name="asr").model_uri
+        kws = log_trigger_word_model(ddir, speech[:SR], name="kws").model_uri
+    return uri, asr, kws
+
+
+def test_cli_progress_bar_goes_to_stderr_and_leaves_stdout_unchanged(tmp_path: Path, speech_minute: np.ndarray
+                                                                     ) -> None:
+    """``--progress`` (forced: stderr is a pipe here) draws a bar over the file's seconds on stderr;
+    stdout is byte-identical to a ``--no-progress`` run's (it may be piped or parsed)."""
+    from typer.testing import CliRunner
+
+    from seqflow.cli import app
+
+    path = tmp_path / "talk.flac"
+    sf.write(path, speech_minute[:45 * SR], SR, subtype="PCM_16")
+    uri, asr, kws = _logged_models(tmp_path, speech_minute)
+    exe = str(Path(sys.executable).with_name("seqflow"))
+    cmds = {c: [exe, c, str(path), "--model", m, "--tracking-uri", uri]
+            for c, m in (("transcribe", asr), ("detect", kws))}
+    procs = {c: subprocess.Popen(cmd + ["--progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c, cmd in cmds.items()}  # side by side
+    runner = CliRunner()
+    try:
+        for command, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-2000:]
+            assert f"{command} talk.flac: 100%|" in err and "45/45 s of audio" in err, err[-2000:]
+            quiet = runner.invoke(app, cmds[command][1:] + ["--no-progress"])  # in-process: no model load cost
+            assert quiet.exit_code == 0 and "%|" not in quiet.stderr, quiet.output[-2000:]
+            assert out == quiet.stdout and str(path) in out
+    finally:
+        mlflow.set_tracking_uri(None)  # the CLI set it in this process
+
+
 def _peak_rss_mb(cmds: list[list[str]], tmp: Path) -> list[tuple[float, str]]:
     """Run ``cmds`` side by side; each one's own peak RSS [MB] (its ``os.wait4`` rusage) and output."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -176,17 +223,7 @@ def test_cli_peak_memory_is_flat_from_10_to_20_minutes(tmp_path: Path, speech_mi
         with sf.SoundFile(files[minutes], "w", SR, 1, subtype="PCM_16") as f:
             for _ in range(minutes):
                 f.write(speech_minute + (0.003 * rng.standard_normal(len(speech_minute))).astype(np.float32))
-    tdir = _ctc_transcriber(tmp_path)
-    torch.manual_seed(0)
-    kws_cfg = {"features": {"n_mels": 40},
-               "net": {"conv_channels": 8, "gru_hidden": 8, "gru_layers": 1, "dropout": 0.0}}
-    net = TriggerWordNet(40, **kws_cfg["net"])
-    ddir = save_detector(tmp_path / "detector", net, kws_cfg, threshold=0.5, refractory_s=1.0)
-    probs, _ = load_detector(ddir).scores(speech_minute)
-    save_detector(ddir, net, kws_cfg, threshold=float(np.quantile(probs, 0.9)), refractory_s=1.0)
-    with mlflow_store(tmp_path, "seqflow/long-audio") as uri, mlflow.start_run():
-        asr = log_asr_model(tdir, speech_minute[:SR], name="asr").model_uri
-        kws = log_trigger_word_model(ddir, speech_minute[:SR], name="kws").model_uri
+    uri, asr, kws = _logged_models(tmp_path, speech_minute)
     exe = str(Path(sys.executable).with_name("seqflow"))
     peaks = {}
     for minutes in (10, 20):  # transcribe and detect side by side (2 cores), one length at a time

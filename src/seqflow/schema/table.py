@@ -130,6 +130,10 @@ SCHEMA: dict[str, object] = {
     "tracking.artifact_location": WritableDir(),
     "tracking.system_metrics.enabled": Bool(),
     "tracking.system_metrics.interval_s": POS,
+    # flow: stage limits [s] (seqflow.stage_timeout); no null: every stage has one
+    "flow.timeouts.*": POS,
+    "flow.timeout_grace_s": POS,
+    "flow.lock_wait_s": NONNEG,  # scheduled runs: wait for the workdir lock [s]
     # model (keys of every family; absent ones are skipped)
     "model.name": Str(),
     "model.family": Str(),
