@@ -22,8 +22,9 @@ venv: $(STAMP)
 pipeline: $(STAMP) eval-data   ## fetch the evaluation audio, then run the whole flow on the embedded default (ARGS="hydra overrides")
 	$(VENV)/bin/seqflow pipeline $(ARGS)
 
-TEST_WORKERS ?= 2
-test: $(STAMP)            ## unit + integration tests (real Ray, MLflow, Prefect, DVC); TEST_WORKERS=0: serial
+# serial by default: on 2 cores, 2 pytest-xdist workers were slower (docs/benchmarks.md); TEST_WORKERS=N on N+ cores
+TEST_WORKERS ?= 0
+test: $(STAMP)            ## unit + integration tests (real Ray, MLflow, Prefect, DVC); TEST_WORKERS=N: N pytest-xdist workers
 	$(PY) -m pytest -q -ra --durations=20 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) tests
 
 test-fast: $(STAMP)       ## unit tests only

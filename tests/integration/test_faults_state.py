@@ -37,6 +37,10 @@ def _wait(what: str, cond, proc: subprocess.Popen, log: Path, timeout_s: float =
 
 
 def _checkpoints(project: Path) -> list[Path]:
+    """Checkpoints the Ray Train controller has registered: it writes its snapshot after a report,
+    and a checkpoint folder without one (a kill in between) is rightly not resumed from."""
+    if not list((project / "ray_results").glob("*/checkpoint_manager_snapshot.json")):
+        return []
     return list((project / "ray_results").glob("*/checkpoint_*/checkpoint.ckpt"))
 
 
