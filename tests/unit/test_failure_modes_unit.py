@@ -5,12 +5,12 @@ concurrent registrations, CTC loss on audio too short for its transcript."""
 from __future__ import annotations
 
 import ast
-import multiprocessing as mp
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _subprocesses import fork_all
 
 from seqflow.shards.reader import make_dataloader
 from seqflow.shards.writer import _encode, _finish_index, _Shards
@@ -103,42 +103,20 @@ def _writer(uri: str, exp: str, shared_run: str, w: int, n: int, q) -> None:
         q.put((w, None, f"{type(e).__name__}: {e}"))
 
 
-def _fork_all(target, args_list, timeout=120):
-    """Run ``target(*args, q)`` in one forked process per ``args``; their ``q.put`` results.
-
-    MLflow's SQLAlchemy store modules are imported (and their ORM mappers configured) here first,
-    so the children start in milliseconds; no store is opened in this process before forking
-    (a SQLAlchemy engine must not cross a fork)."""
-    import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    from sqlalchemy.orm import configure_mappers
-
-    configure_mappers()
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*a, q)) for a in args_list]
-    for p in procs:
-        p.start()
-    out = [q.get(timeout=timeout) for _ in procs]
-    for p in procs:
-        p.join(timeout)
-    return out
-
-
 @pytest.fixture(scope="module")
 def sqlite_store(tmp_path_factory):
     """``(uri, experiment id, a shared run id)`` of one fresh SQLite MLflow store, created in a
     forked process (creating the tables takes ~10 s: once for this module's tests)."""
     tmp = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{tmp}/mlflow.db"
-    [(exp, shared)] = _fork_all(_setup_store, [(uri, str(tmp / "art"))])
+    [(exp, shared)] = fork_all(_setup_store, [(uri, str(tmp / "art"))])
     return uri, exp, shared
 
 
 @pytest.mark.slow
 def test_eight_concurrent_writers_to_one_sqlite_store_lose_no_metric(sqlite_store):
     (uri, exp, shared), n = sqlite_store, 25
-    results = _fork_all(_writer, [(uri, exp, shared, w, n) for w in range(8)])
+    results = fork_all(_writer, [(uri, exp, shared, w, n) for w in range(8)])
     assert [e for _, _, e in results if e] == []
     from mlflow import MlflowClient
 
@@ -171,7 +149,7 @@ def test_concurrent_registrations_never_leave_a_half_version(sqlite_store, tmp_p
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "MLmodel").write_text("flavors: {}\n")
-    results = _fork_all(_register, [(uri, exp, str(model_dir), w) for w in range(6)])
+    results = fork_all(_register, [(uri, exp, str(model_dir), w) for w in range(6)])
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -12,33 +12,12 @@ import random
 from pathlib import Path
 
 import pytest
+from _subprocesses import fork_all
 
 from seqflow.tracking.promotion_guard import choose, local_store_path, lock_path
 
 PROCS = 6
 NAME = "seqflow-race"
-
-
-def _fork_all(target, args_list, timeout=240):
-    """``target(*args, q)`` in one forked process each; their ``q.put`` results (in finishing
-    order). MLflow's store modules are imported first so that children start at once; the parent
-    never opens a store (a SQLAlchemy engine must not cross a fork)."""
-    import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-    from sqlalchemy.orm import configure_mappers
-
-    import seqflow.tracking.registry  # noqa: F401
-
-    configure_mappers()
-    ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*a, q)) for a in args_list]
-    for p in procs:
-        p.start()
-    out = [q.get(timeout=timeout) for _ in procs]
-    for p in procs:
-        p.join(timeout)
-    return out
 
 
 def _client(uri: str):
@@ -78,7 +57,7 @@ def store(tmp_path_factory):
     forked process: the tables take seconds, once for this module)."""
     root = tmp_path_factory.mktemp("race-store")
     uri = f"sqlite:///{root}/mlflow.db"
-    [exp] = _fork_all(_setup, [(uri, str(root / "art"))])
+    [exp] = fork_all(_setup, [(uri, str(root / "art"))])
     model = root / "model"
     model.mkdir()
     (model / "MLmodel").write_text("flavors: {}\n")
@@ -94,9 +73,9 @@ def _race_rounds(store, mode: str, rounds: int, seed: int) -> list[str]:
         name = f"{NAME}-{mode}-{r}"
         metrics = [0.1 + 0.05 * i for i in range(PROCS - 1)] + [math.nan]
         rng.shuffle(metrics)
-        results = _fork_all(_register, [(uri, exp, model, name, m, {"concurrency": mode}) for m in metrics])
+        results = fork_all(_register, [(uri, exp, model, name, m, {"concurrency": mode}) for m in metrics])
         assert [e for *_, e in results if e] == []
-        [(versions, aliases)] = _fork_all(_final_state, [(uri, name)])
+        [(versions, aliases)] = fork_all(_final_state, [(uri, name)])
         assert sorted(versions) == list(range(1, PROCS + 1)) == sorted(v for _, v, _, _ in results)
         for v, (status, tags, run) in versions.items():  # no half version: complete and recorded on its run
             assert status == "READY" and tags["seqflow.status"] == "ready", (v, tags)
@@ -157,13 +136,13 @@ def test_a_held_promotion_lock_fails_after_the_wait_naming_its_holder_and_create
     holder.start()
     try:
         assert q.get(timeout=30) == "held"
-        [error] = _fork_all(_register_expect_error, [(uri, exp, model, name)])
+        [error] = fork_all(_register_expect_error, [(uri, exp, model, name)])
     finally:
         holder.kill()
         holder.join()
     assert error is not None and f"promotion lock of '{name}' ({path}) not free within 1 s" in error
     assert f"held by pid {holder.pid} on host " in error
-    [(versions, _)] = _fork_all(_final_state, [(uri, name)])
+    [(versions, _)] = fork_all(_final_state, [(uri, name)])
     assert versions == {}
 
 
@@ -185,7 +164,7 @@ def _demoted_by_hand(uri: str, exp: str, model_dir: str, name: str, q) -> None:
 
 def test_the_recheck_never_brings_back_a_version_demoted_by_hand(store):
     uri, exp, model, _ = store
-    [(promoted, champion)] = _fork_all(_demoted_by_hand, [(uri, exp, model, f"{NAME}-demoted")])
+    [(promoted, champion)] = fork_all(_demoted_by_hand, [(uri, exp, model, f"{NAME}-demoted")])
     assert promoted == [True, False, False]  # v3 (0.5) loses to v2 (0.3), the champion it read
     assert champion == 2  # v1 (0.1) passed the gate long ago, but is not brought back
 

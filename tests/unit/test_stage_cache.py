@@ -4,13 +4,10 @@ deleted file or MLflow run is not trusted."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from _subprocesses import run_flow_script
 
 SCRIPT = textwrap.dedent("""
     import json, shutil, sys
@@ -55,20 +52,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_stages_are_reused_until_inputs_change_or_outputs_vanish(tmp_path: Path) -> None:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
-    with open(tmp_path / "out", "w") as fo, open(tmp_path / "err", "w") as fe:
-        p = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)], stdout=fo, stderr=fe, env=env,
-                             start_new_session=True)  # Prefect's server child inherits the files, not a pipe
-    try:
-        rc = p.wait(300)
-    finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert rc == 0, (tmp_path / "err").read_text()[-3000:]
-    out = json.loads((tmp_path / "out").read_text().strip().splitlines()[-1])
+    out = run_flow_script(SCRIPT, tmp_path)
     assert out["first"]["ran"] == ["shard", "train"]
     assert out["same"]["ran"] == [] and out["same"]["train"] == out["first"]["train"]
     assert out["flow_only"]["ran"] == []  # schedule and stage limits never change a stage's result

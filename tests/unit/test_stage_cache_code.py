@@ -4,15 +4,12 @@ model family module declared outside seqflow, and in (a temporary copy of) seqfl
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
+
+from _subprocesses import run_flow_script
 
 from seqflow import stage_cache
 
@@ -67,20 +64,7 @@ def test_a_source_byte_change_reruns_the_stage(tmp_path: Path) -> None:
     _family(tmp_path)
     shutil.copytree(stage_cache.PACKAGE_ROOT, tmp_path / "seqflow_copy",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
-    with open(tmp_path / "out", "w") as fo, open(tmp_path / "err", "w") as fe:
-        p = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)], stdout=fo, stderr=fe, env=env,
-                             start_new_session=True)  # Prefect's server child inherits the files, not a pipe
-    try:
-        rc = p.wait(300)
-    finally:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert rc == 0, (tmp_path / "err").read_text()[-3000:]
-    out = json.loads((tmp_path / "out").read_text().strip().splitlines()[-1])
+    out = run_flow_script(SCRIPT, tmp_path)
     assert out == {"first": ["shard"], "same": [], "family_edited": ["shard"], "family_edited_again_same": [],
                    "package_edited": ["shard"], "docs_added": []}, out
 
