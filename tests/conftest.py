@@ -89,3 +89,14 @@ def run_seqflow():
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+def server_alive(server: dict) -> bool:
+    """The process of a lock record's ``prefect_server`` (pid + start time) still runs, not a zombie."""
+    import psutil
+
+    try:
+        p = psutil.Process(server["pid"])
+        return abs(p.create_time() - server["create_time"]) < 1 and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

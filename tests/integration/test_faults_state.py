@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import project_env
+from conftest import project_env, server_alive
 
 from seqflow.lock import read_info
 
@@ -76,17 +76,6 @@ def _kill_session_but(sid: int, keep: int) -> None:
             pass
 
 
-def _server_alive(server: dict) -> bool:
-    """The Prefect server recorded in a lock record (pid, start time) still runs (not a zombie)."""
-    import psutil
-
-    try:
-        p = psutil.Process(server["pid"])
-        return abs(p.create_time() - server["create_time"]) < 1 and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _alive_group(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -123,9 +112,9 @@ def test_lock_kill_resume_true_state_and_stage_reuse(project: Path, tiny_overrid
     assert killed["prefect_flow_run_id"] and len(killed["mlflow_run_ids"]) == 1
     server = killed["prefect_server"]
     try:
-        assert _server_alive(server)  # Prefect's temporary server outlived its parent
+        assert server_alive(server)  # Prefect's temporary server outlived its parent
         rerun = run_seqflow(project, "pipeline", *over)
-        assert not _server_alive(server)  # the next run stopped it when it took the lock over
+        assert not server_alive(server)  # the next run stopped it when it took the lock over
     finally:
         if _alive_group(a.pid):  # whatever else the killed run left in its session
             os.killpg(a.pid, signal.SIGKILL)

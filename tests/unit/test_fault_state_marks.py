@@ -16,6 +16,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from conftest import server_alive
+
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys, time
     import mlflow
@@ -106,17 +108,6 @@ def _killpg(pgid: int) -> None:
         pass
 
 
-def _alive(server: dict) -> bool:
-    """The recorded Prefect server process still runs (same pid and start time, not a zombie)."""
-    import psutil
-
-    try:
-        p = psutil.Process(server["pid"])
-        return abs(p.create_time() - server["create_time"]) < 1 and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 RECOVER_AND_READ = textwrap.dedent("""
     import json, logging, sys
     import mlflow
@@ -153,14 +144,14 @@ def test_failed_and_terminated_and_killed_runs_leave_true_state(tmp_path: Path) 
             assert "Aborted" not in err and "SIGABRT" not in err
         _end(procs["sigkill"], signal.SIGKILL, group=False)  # the driver only, as the OOM killer does
         server = ids["sigkill"]["server"]
-        assert _alive(server)  # no handler ran: Prefect's temporary server outlives it
+        assert server_alive(server)  # no handler ran: Prefect's temporary server outlives it
 
         with open(tmp_path / "read.out", "w") as fo, open(tmp_path / "read.err", "w") as fe:
             p = subprocess.Popen([sys.executable, "-c", RECOVER_AND_READ, str(tmp_path),
                                   json.dumps({m: ids[m] for m in ("raise", "sigterm", "sigkill")})], stdout=fo,
                                  stderr=fe, text=True, env=_env(tmp_path), start_new_session=True)
         assert _end(p) == 0, (tmp_path / "read.err").read_text()[-3000:]
-        assert not _alive(server)  # stopped by the next holder of the workdir lock
+        assert not server_alive(server)  # stopped by the next holder of the workdir lock
     finally:
         for p in procs.values():
             _killpg(p.pid)
