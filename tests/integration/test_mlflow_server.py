@@ -101,3 +101,45 @@ def test_runs_models_and_versions_go_through_the_server(server, tmp_path, monkey
     client.create_experiment("seqflow/local-artifacts", artifact_location=(tmp_path / "elsewhere").as_uri())
     with pytest.raises(ConfigError, match="seqflow/local-artifacts.*bypass the server"):
         setup_mlflow(server.url, project / "mlartifacts", "seqflow/local-artifacts")
+
+
+def _register_on_server(url: str, exp: str, name: str, metric: float, q) -> None:
+    from seqflow.tracking.registry import register_and_promote
+
+    try:
+        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        run = client.create_run(exp)
+        client.log_metric(run.info.run_id, "test/frr", metric)
+        d = register_and_promote(run.info.artifact_uri + "/model", name, run.info.run_id, "test/frr", client=client,
+                                 test_set_id="md5/test")
+        q.put((metric, d.version, None))
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which fails the test with it
+        q.put((metric, None, f"{type(e).__name__}: {e}"))
+
+
+def test_concurrent_registrations_through_the_server_decide_in_version_order(server) -> None:
+    """Five processes register one model at once through the server (``auto`` → version order):
+    every version is complete, each decided against the best version numbered below it (so the
+    decisions ran one after another), and the champion is the best."""
+    from _subprocesses import fork_all
+
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    exp = client.create_experiment("race")
+    name = "seqflow-race-server"
+    metrics = [0.25, 0.1, float("nan"), 0.3, 0.15]
+    results = fork_all(_register_on_server, [(server.url, exp, name, m) for m in metrics])
+    assert [e for *_, e in results if e] == []
+    by_version = {v: m for m, v, _ in results}
+    assert sorted(by_version) == [1, 2, 3, 4, 5]
+    best_below = None
+    for v in sorted(by_version):
+        mv = client.get_model_version(name, str(v))
+        run = client.get_run(mv.run_id)
+        assert mv.tags["seqflow.status"] == "ready", (v, mv.tags)
+        before = run.data.tags["promotion.champion_version_before"]
+        assert before == ("none" if best_below is None else str(best_below)), (v, before, by_version)
+        m = by_version[v]
+        if m == m and (best_below is None or m < by_version[best_below]):
+            best_below = v
+    assert int(client.get_registered_model(name).aliases["champion"]) == best_below
+    assert by_version[best_below] == 0.1

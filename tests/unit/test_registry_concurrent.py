@@ -1,8 +1,9 @@
 """Concurrent ``register_and_promote`` calls on one real SQLite MLflow store, from real forked
 processes: the champion always ends on the gate's best version and no version is left half
-registered, with the per-model file lock (local stores) and with the re-check that server stores
-use (forced here with ``concurrency="recheck"``). Also: the lock's place and its bounded wait, a
-hand-demoted champion never brought back by the re-check, and which store gets which guard."""
+registered, with the per-model file lock (local stores) and with the version order that server
+stores use (forced here with ``concurrency="order"``). Also: the lock's place and its bounded wait,
+a crashed registration ahead in version order (waited for, named, then skipped once stale), a
+hand-demoted champion never brought back, and which store gets which guard."""
 
 from __future__ import annotations
 
@@ -64,11 +65,11 @@ def store(tmp_path_factory):
     return uri, exp, str(model), root
 
 
-def _race_rounds(store, mode: str, rounds: int, seed: int) -> list[str]:
+def _race_rounds(store, mode: str, rounds: int, seed: int) -> None:
     """``rounds`` rounds of :data:`PROCS` concurrent registrations (shuffled metrics, one NaN,
-    each round its own model); asserts the end state of each; returns the reasons recorded."""
+    each round its own model); asserts the end state of each."""
     uri, exp, model, _ = store
-    rng, reasons = random.Random(seed), []
+    rng = random.Random(seed)
     for r in range(rounds):
         name = f"{NAME}-{mode}-{r}"
         metrics = [0.1 + 0.05 * i for i in range(PROCS - 1)] + [math.nan]
@@ -86,21 +87,18 @@ def _race_rounds(store, mode: str, rounds: int, seed: int) -> list[str]:
         assert aliases["champion"] == best, (mode, r, aliases, gated)
         nan_version = next(v for v, (_, _, run) in versions.items() if math.isnan(run.metrics["test/frr"]))
         assert versions[nan_version][1]["promotion.decision"] == "kept"
-        reasons += [reason for *_, reason, _ in results]
-    return reasons
 
 
 @pytest.mark.slow
-def test_concurrent_registrations_end_on_the_best_version_with_the_lock_and_with_the_recheck(store):
+def test_concurrent_registrations_end_on_the_best_version_with_the_lock_and_in_version_order(store):
     """One test (one work unit under xdist: one store): the lock (``auto`` on SQLite), then the
-    re-check that server stores use, forced on SQLite."""
-    reasons = _race_rounds(store, "auto", rounds=2, seed=1)
-    assert not any("registered at the same time" in r for r in reasons)  # serialized: nothing to settle
+    version order that server stores use, forced on SQLite."""
+    _race_rounds(store, "auto", rounds=2, seed=1)
     _, _, _, root = store
     locks = sorted((root / "mlflow.db.seqflow-locks").iterdir())  # beside the store, not inside it
     assert [p.name for p in locks] == sorted(lock_path(root / "mlflow.db", f"{NAME}-auto-{r}").name for r in range(2))
     assert locks[0].read_text().startswith("pid ")
-    _race_rounds(store, "recheck", rounds=2, seed=2)
+    _race_rounds(store, "order", rounds=3, seed=2)
 
 
 def _hold_lock(path: str, name: str, q) -> None:
@@ -154,7 +152,7 @@ def _demoted_by_hand(uri: str, exp: str, model_dir: str, name: str, q) -> None:
     def reg(metric):
         run = client.create_run(exp).info.run_id
         client.log_metric(run, "test/frr", metric)
-        return register_and_promote(model_dir, name, run, "test/frr", client=client, concurrency="recheck")
+        return register_and_promote(model_dir, name, run, "test/frr", client=client, concurrency="order")
 
     out = [reg(0.1).promoted, reg(0.3).promoted]
     client.set_registered_model_alias(name, "champion", "2")  # a person rolls back to v2 by hand
@@ -162,11 +160,60 @@ def _demoted_by_hand(uri: str, exp: str, model_dir: str, name: str, q) -> None:
     q.put((out, client.get_registered_model(name).aliases["champion"]))
 
 
-def test_the_recheck_never_brings_back_a_version_demoted_by_hand(store):
+def test_a_version_demoted_by_hand_is_never_brought_back(store):
     uri, exp, model, _ = store
     [(promoted, champion)] = fork_all(_demoted_by_hand, [(uri, exp, model, f"{NAME}-demoted")])
     assert promoted == [True, False, False]  # v3 (0.5) loses to v2 (0.3), the champion it read
     assert champion == 2  # v1 (0.1) passed the gate long ago, but is not brought back
+
+
+def _crashed_ahead(uri: str, exp: str, model_dir: str, name: str, q) -> None:
+    """v1 left ``registering`` (what a registration SIGKILLed after creating its version leaves),
+    then: a second run's registration times out waiting for it; the wait skips it once stale; the
+    crashed run registered again reuses v1 and completes it."""
+    import logging
+
+    from seqflow.tracking import promotion_guard
+    from seqflow.tracking.registry import RegistrationError, register_and_promote
+
+    client = _client(uri)
+    runs = []
+    for metric in (0.2, 0.1):
+        runs.append(client.create_run(exp).info.run_id)
+        client.log_metric(runs[-1], "test/frr", metric)
+    client.create_registered_model(name)
+    client.create_model_version(name, model_dir, runs[0], tags={"seqflow.status": "registering"})
+    try:
+        register_and_promote(model_dir, name, runs[1], "test/frr", client=client, concurrency="order",
+                             lock_timeout_s=1.0)
+        error = None
+    except RegistrationError as e:
+        error = str(e)
+    v2 = client.get_model_version(name, "2").tags
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    promotion_guard.log.addHandler(handler)
+    promotion_guard.wait_for_turn(client, name, 2, timeout_s=30, stale_after_s=0.5)
+    retried = register_and_promote(model_dir, name, runs[0], "test/frr", client=client, concurrency="order",
+                                   lock_timeout_s=1.0)
+    q.put((error, runs[0], v2, warnings, retried.version, retried.promoted,
+           client.get_model_version(name, "1").tags["seqflow.status"],
+           dict(client.get_registered_model(name).aliases)))
+
+
+def test_version_order_names_a_crashed_registration_ahead_skips_it_once_stale_and_completes_it_on_retry(store):
+    uri, exp, model, _ = store
+    name = f"{NAME}-crashed"
+    [(error, run1, v2_tags, warnings, retried, promoted, v1_status, aliases)] = fork_all(
+        _crashed_ahead, [(uri, exp, model, name)])
+    assert error.startswith(f"{name} v2: v1 (run {run1}, created ") and "still registering after 1 s" in error
+    assert error.endswith("Version tagged seqflow.status=failed; no alias moved.")
+    assert v2_tags["seqflow.status"] == "failed" and "wait for turn" in v2_tags["seqflow.error"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{name} v1 (run {run1}) still registering ")
+    assert "taken for a crashed registration" in warnings[0]
+    assert (retried, promoted, v1_status) == (1, True, "ready")  # reused, not a duplicate
+    assert aliases == {"champion": 1, "challenger": 1}
 
 
 class _Client:
@@ -184,18 +231,18 @@ class _Client:
     ("postgresql://u@db/mlflow", None),
     ("sqlite://", None),
 ])
-def test_local_stores_lock_and_server_stores_recheck(uri, store_path, monkeypatch, tmp_path):
+def test_local_stores_lock_and_server_stores_go_by_version_order(uri, store_path, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     expected = None if store_path is None else Path(store_path.format(cwd=tmp_path.resolve()))
     assert local_store_path(uri) == expected
     guard = choose(_Client(uri), "m/x y", "auto", 5)
     if expected is None:
-        assert guard.recheck and guard.lock is None
+        assert guard.ordered and guard.lock is None
         with pytest.raises(ValueError, match="concurrency='lock' needs a local registry store"):
             choose(_Client(uri), "m", "lock")
     else:
         assert guard.lock.parent == expected.with_name(expected.name + ".seqflow-locks")
         assert guard.lock.name.startswith("m_x_y-") and guard.lock.suffix == ".lock"
-        assert choose(_Client(uri), "m", "recheck").lock is None
-    with pytest.raises(ValueError, match="concurrency='serial': must be one of auto, lock, recheck"):
+        assert choose(_Client(uri), "m", "order").ordered
+    with pytest.raises(ValueError, match="concurrency='serial': must be one of auto, lock, order"):
         choose(_Client(uri), "m", "serial")

@@ -1,26 +1,34 @@
-"""Concurrent registrations of one model: the champion ends on the gate's best version.
+"""Concurrent registrations of one model: they decide one after another, so the champion ends
+on the gate's best version.
 
 :func:`seqflow.tracking.registry.register_and_promote` reads the champion, decides with the gate
-and moves the aliases. Two calls at once can interleave those steps so that the worse version
-ends up champion. Two remedies, chosen by the registry URI (:func:`choose`):
+and moves the aliases. Two calls at once could interleave those steps so that the worse version
+ends up champion. Both remedies make the calls decide **one at a time**; which one is chosen by
+the registry URI (:func:`choose`):
 
 * **local stores** (``sqlite:///<file>``, ``file:``/plain paths): an inter-process lock per
-  registered model (``filelock``, an ``flock``) held around read → decide → set → tag, so
-  registrations run one after another. The lock files live in a folder *next to* the store,
-  never inside it: ``<store>.seqflow-locks/<model>-<hash>.lock`` (``mlflow.db.seqflow-locks/``
-  beside ``mlflow.db``; ``mlruns.seqflow-locks/`` beside ``mlruns/``). Each holds the holder's
-  pid, host and start time, named when the wait (``lock_timeout_s``) runs out.
-* **servers** (``http(s)://``, ``databricks``, database URIs: no shared file system): no lock.
-  Before reading the champion the call remembers which versions were complete (``history``);
-  after its own version is complete it **settles** the champion (:func:`settle_champion`):
-  it waits (bounded) for the versions registered concurrently to complete, then moves the
-  champion to the gate's best of those that passed, re-reading until nothing moves (bounded
-  rounds). Only versions registered concurrently are considered, so an older version a person
-  demoted by hand is never brought back.
+  registered model (``filelock``, an ``flock``) held from the version's creation to its
+  ``ready`` tag. The lock files live in a folder *next to* the store, never inside it:
+  ``<store>.seqflow-locks/<model>-<hash>.lock`` (``mlflow.db.seqflow-locks/`` beside
+  ``mlflow.db``; ``mlruns.seqflow-locks/`` beside ``mlruns/``). Each holds the holder's pid,
+  host and start time, named when the wait (``lock_timeout_s``) runs out. The OS frees it when
+  the holder dies, even by SIGKILL.
+* **servers** (``http(s)://``, ``databricks``, database URIs: no shared file system): **version
+  order**. The version number the registry hands out is the ticket. Every seqflow version is
+  created tagged ``seqflow.status=registering``; before reading the champion, a call waits
+  (:func:`wait_for_turn`) until no lower version of the model is still ``registering``. Version
+  numbers are assigned atomically by the store, so at most one call is between "read the
+  champion" and "tag ready" at any time, as under the lock, and every call reads the aliases its
+  predecessors wrote. A lower version still ``registering`` ``stale_after_s`` after its creation
+  is taken for a crashed registration and no longer waited for (logged). Versions that lack the
+  tag (registered by hand or by another tool) are not waited for.
+
+A version set champion by hand is simply the champion the next call reads: nothing is ever
+moved back.
 
 >>> guard = choose(client, "seqflow-trigger-word-activate", "auto", lock_timeout_s=120)
 >>> with guard.held():
-...     ...                      # read → decide → set aliases → tag the version ready
+...     ...                      # create → (wait for turn) → read → decide → set aliases → tag ready
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import math
 import os
 import re
 import socket
@@ -36,22 +43,21 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 log = logging.getLogger("seqflow.registry")
 
-MODES = ("auto", "lock", "recheck")
+MODES = ("auto", "lock", "order")
 LOCK_DIR_SUFFIX = ".seqflow-locks"
-MAX_ROUNDS = 10          # champion moves one settle may make
-SETTLE_POLL_S = 0.25     # seconds between re-reads while concurrent versions are in flight
-TAG_STATUS = "seqflow.status"
-TAG_DECISION = "promotion.decision"
-TAG_TEST_SET = "eval.test_set"
+TURN_POLL_S = 0.2        # seconds between reads while a lower version is registering
+TAG_STATUS = "seqflow.status"  # "registering" (set at creation) | "ready" | "failed"
+REGISTERING = "registering"
 
 
 class PromotionLockTimeout(Exception):
-    """The per-model promotion lock was not free within the wait (the message names the holder)."""
+    """The per-model promotion lock was not free, or a lower version still registering, within the
+    wait (the message names the holder)."""
 
 
 def local_store_path(uri: str | None) -> Path | None:
@@ -92,19 +98,19 @@ def _write_holder(fd: int) -> None:
 
 @dataclass
 class Guard:
-    """How one registration is protected: ``lock`` (a file path) or none (``recheck``: settle)."""
+    """How one registration is serialized: ``lock`` (a file path) or none (version ``order``)."""
 
     name: str
     lock: Path | None
     lock_timeout_s: float
 
     @property
-    def recheck(self) -> bool:
+    def ordered(self) -> bool:
         return self.lock is None
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
-        """Hold the model's promotion lock (no-op in recheck mode).
+        """Hold the model's promotion lock (no-op in version order).
 
         Raises:
             PromotionLockTimeout: not free within ``lock_timeout_s``; names the lock file and holder.
@@ -134,8 +140,8 @@ class Guard:
 
 def choose(client, name: str, mode: str = "auto", lock_timeout_s: float = 120.0) -> Guard:
     """The guard for registering ``name`` through ``client``: ``auto`` locks on a local store
-    (:func:`local_store_path` of the registry URI) and settles otherwise; ``lock`` / ``recheck``
-    force one (``lock`` on a server store is an error).
+    (:func:`local_store_path` of the registry URI) and goes by version order otherwise; ``lock`` /
+    ``order`` force one (``lock`` on a server store is an error).
 
     Raises:
         ValueError: unknown ``mode``, ``lock`` without a local store, or ``lock_timeout_s`` < 0.
@@ -153,7 +159,7 @@ def choose(client, name: str, mode: str = "auto", lock_timeout_s: float = 120.0)
     if mode == "lock" and store is None:
         raise ValueError(f"concurrency='lock' needs a local registry store (sqlite:///<file> or file:), "
                          f"not {uri!r}")
-    use_lock = store is not None and mode != "recheck"
+    use_lock = store is not None and mode != "order"
     return Guard(name=name, lock=lock_path(store, name) if use_lock else None, lock_timeout_s=lock_timeout_s)
 
 
@@ -174,78 +180,43 @@ def set_alias(client, name: str, alias: str, version: int | str, tries: int = 5)
             time.sleep(0.05 * (attempt + 1))
 
 
-def _versions(client, name: str) -> list:
-    return list(client.search_model_versions(f"name = '{name}'"))
+def wait_for_turn(client, name: str, version: int, timeout_s: float, stale_after_s: float) -> None:
+    """Version order (server stores): return once no seqflow version of ``name`` numbered below
+    ``version`` is still ``registering``. A lower version created more than ``stale_after_s`` s
+    before this wait's end (server creation timestamps plus the time waited here) is taken for a
+    crashed registration: logged once and skipped.
 
-
-def complete_versions(client, name: str) -> set[int]:
-    """Version numbers of ``name`` whose registration finished (tag ``seqflow.status`` set)."""
-    return {int(v.version) for v in _versions(client, name) if (v.tags or {}).get(TAG_STATUS)}
-
-
-def _gate_metric(v, metric_key: str, test_set: str) -> float | None:
-    """The gate metric recorded on version ``v`` when it passed the gate (promoted, ready, same
-    metric key and test set), else None."""
-    tags = v.tags or {}
-    if (tags.get(TAG_STATUS) != "ready" or tags.get(TAG_DECISION) != "promoted"
-            or tags.get("gate.metric_key") != metric_key or tags.get(TAG_TEST_SET) != test_set):
-        return None
-    try:
-        value = float(tags["gate.metric"])
-    except (KeyError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
-def settle_champion(client, name: str, version: int, history: set[int], base_version: int | None,
-                    metric_key: str, test_set: str, lower_is_better: bool,
-                    promotes_over_base: Callable[[float], bool], champion_alias: str = "champion",
-                    wait_s: float = 60.0, stale_after_s: float = 360.0) -> int | None:
-    """Move ``champion_alias`` to the gate's best version among those registered concurrently
-    with ``version`` (not in ``history``, the versions complete before this call read the
-    champion ``base_version``); returns the champion's version at the end.
-
-    Rounds: wait (at most ``wait_s`` s in all) while a concurrent version is in flight (no
-    ``seqflow.status`` yet, created less than ``stale_after_s`` s before ``version``); then best =
-    the passed version (promoted, same ``metric_key`` and ``test_set``) with the best metric
-    (ties: the lowest version). The champion moves to it when the champion is another concurrent
-    version that is strictly worse, or still ``base_version`` and ``promotes_over_base(best)``;
-    a champion outside the concurrent versions was set by someone else and is left alone. Stops
-    when a round moves nothing, or after :data:`MAX_ROUNDS` moves.
+    Raises:
+        PromotionLockTimeout: still waiting after ``timeout_s`` s; names the versions, their runs
+            and creation times.
     """
-    deadline = time.monotonic() + wait_s
-    moves, champion = 0, None
+    start = time.monotonic()
+    deadline, skipped = start + timeout_s, set()
     while True:
-        versions = _versions(client, name)
+        versions = list(client.search_model_versions(f"name = '{name}'"))
         mine = next((v for v in versions if int(v.version) == version), None)
-        created = mine.creation_timestamp if mine is not None else None
-        window = [v for v in versions if int(v.version) not in history or int(v.version) == version]
-        in_flight = [int(v.version) for v in window if int(v.version) != version
-                     and not (v.tags or {}).get(TAG_STATUS)
-                     and (created is None or v.creation_timestamp is None
-                          or created - v.creation_timestamp < stale_after_s * 1000)]
-        if in_flight and time.monotonic() < deadline:
-            time.sleep(SETTLE_POLL_S)
-            continue
-        if in_flight:
-            log.warning("%s: versions %s still registering after %.0f s; champion settled without them",
-                        name, in_flight, wait_s)
-        passed = {int(v.version): m for v in window if (m := _gate_metric(v, metric_key, test_set)) is not None}
-        current = client.get_registered_model(name).aliases.get(champion_alias)
-        champion = None if current is None else int(current)
-        if not passed:
-            return champion
-        sign = 1.0 if lower_is_better else -1.0
-        best = min(passed, key=lambda n: (sign * passed[n], n))
-        if champion == best:
-            return champion
-        if champion in passed:
-            move = sign * passed[best] < sign * passed[champion]
-        else:
-            move = champion == base_version and promotes_over_base(passed[best])
-        if not move or moves >= MAX_ROUNDS:
-            return champion
-        log.info("%s: concurrent registrations left v%s champion; the gate's best is v%s (%s=%.6g): moving %s",
-                 name, champion, best, metric_key, passed[best], champion_alias)
-        set_alias(client, name, champion_alias, best)
-        moves += 1
+        created = getattr(mine, "creation_timestamp", None)
+        waited_ms = (time.monotonic() - start) * 1000
+        ahead = []
+        for v in versions:
+            if int(v.version) >= version or (v.tags or {}).get(TAG_STATUS) != REGISTERING:
+                continue
+            age_s = None if created is None or v.creation_timestamp is None else \
+                (created - v.creation_timestamp + waited_ms) / 1000
+            if age_s is not None and age_s > stale_after_s:
+                if int(v.version) not in skipped:
+                    skipped.add(int(v.version))
+                    log.warning("%s v%s (run %s) still registering %.0f s after its creation: taken for a "
+                                "crashed registration, not waited for", name, v.version, v.run_id, age_s)
+                continue
+            ahead.append(v)
+        if not ahead:
+            return
+        if time.monotonic() >= deadline:
+            who = ", ".join(f"v{v.version} (run {v.run_id}, created "
+                            f"{datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc):%Y-%m-%d %H:%M:%S}"
+                            f" UTC)" if v.creation_timestamp else f"v{v.version} (run {v.run_id})" for v in ahead)
+            raise PromotionLockTimeout(
+                f"{name} v{version}: {who} still registering after {timeout_s:g} s (registrations of one model "
+                f"decide in version order; raise lock_timeout_s, or wait for them)")
+        time.sleep(TURN_POLL_S)

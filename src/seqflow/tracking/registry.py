@@ -29,7 +29,7 @@ from seqflow.tracking.descriptions import model_description, version_description
 from seqflow.tracking.runs import TAG_DATA_MD5, TAG_GIT_COMMIT
 
 TAG_TEST_SET = "eval.test_set"
-TAG_STATUS = "seqflow.status"        # on the model version: "ready" | "failed"
+TAG_STATUS = promotion_guard.TAG_STATUS  # on the model version: "registering" | "ready" | "failed"
 TAG_DECISION = "promotion.decision"  # "promoted" | "kept"
 TAG_REASON = "promotion.reason"
 _MODEL_ID_URI = re.compile(r"^models:/(m-[0-9a-fA-F]+)$")
@@ -110,7 +110,7 @@ def _create_version(client: MlflowClient, model_uri: str, name: str, run_id: str
             client.update_registered_model(name, description=description)
     mv = client.create_model_version(
         name, source=model_uri, run_id=run_id, model_id=m.group(1) if m else None,
-        await_creation_for=int(timeout_s),
+        tags={TAG_STATUS: promotion_guard.REGISTERING}, await_creation_for=int(timeout_s),
     )
     deadline = time.monotonic() + timeout_s
     while mv.status != "READY":
@@ -203,18 +203,20 @@ def register_and_promote(
     inspected; no alias points at it), and RegistrationError is raised naming the model, version
     and failed step, chained to the cause.
 
-    Concurrent calls for one model (:mod:`seqflow.tracking.promotion_guard`): the champion ends on
-    the gate's best version, as if they had run one after another. ``concurrency="auto"`` holds a
+    Concurrent calls for one model (:mod:`seqflow.tracking.promotion_guard`) decide one after
+    another, so the champion ends on the gate's best version. ``concurrency="auto"`` holds a
     per-model file lock next to a local store (``sqlite:///<file>``, ``file:``) around the steps
     from the version's creation to its ``ready`` tag, waiting at most ``lock_timeout_s`` s; on a
-    server store (``http(s)``) it instead re-checks the champion after its version is complete
-    against the versions registered meanwhile. ``"lock"`` / ``"recheck"`` force one.
+    server store (``http(s)``) it goes by version order instead: the new version (tagged
+    ``seqflow.status=registering``) waits at most ``lock_timeout_s`` s until no lower version is
+    still registering. ``"lock"`` / ``"order"`` force one.
 
     Raises:
         RegistrationError: run missing, metric missing, ``test_set_id`` contradicts the run's
             tag, registration not READY within ``timeout_s``, a later step failed (see above),
             the promotion lock not free within ``lock_timeout_s`` (nothing created then; names
-            the lock file and its holder), or the champion re-check failed (version complete).
+            the lock file and its holder), or lower versions still registering after
+            ``lock_timeout_s`` in version order (named; the new version is tagged failed).
         ValueError: unknown ``concurrency``, or ``"lock"`` on a server store.
     """
     client = client or MlflowClient()
@@ -236,40 +238,38 @@ def register_and_promote(
     chal_ts = test_set_id if test_set_id is not None else run_ts
 
     guard = promotion_guard.choose(client, name, concurrency, lock_timeout_s)
+    turn = None
+    if guard.ordered:
+        def turn(version: int) -> None:
+            promotion_guard.wait_for_turn(client, name, version, lock_timeout_s, stale_after_s=timeout_s + 60.0)
     try:
         with guard.held():
-            history = promotion_guard.complete_versions(client, name) if guard.recheck else set()
-            d, champ_ts = _register_and_gate(client, model_uri, name, run, metric_key, float(chal_metric), chal_ts,
-                                             lower_is_better, challenger_alias, champion_alias,
-                                             allow_test_set_change, timeout_s, description)
+            return _register_and_gate(client, model_uri, name, run, metric_key, float(chal_metric), chal_ts,
+                                      lower_is_better, challenger_alias, champion_alias,
+                                      allow_test_set_change, timeout_s, description, turn)
     except promotion_guard.PromotionLockTimeout as e:
         raise RegistrationError(str(e)) from None
-    if guard.recheck:
-        def promotes_over_base(metric: float) -> bool:
-            return _decide(metric, d.champion_metric, d.champion_version_before, champ_ts, chal_ts,
-                           lower_is_better, allow_test_set_change)[0]
-        try:
-            final = promotion_guard.settle_champion(
-                client, name, d.version, history, d.champion_version_before, metric_key, str(chal_ts),
-                lower_is_better, promotes_over_base, champion_alias, stale_after_s=timeout_s + 60.0)
-        except MlflowException as e:
-            raise RegistrationError(f"{name} v{d.version} is registered, but re-checking {champion_alias!r} "
-                                    f"against concurrent registrations failed: {e.message}") from e
-        if d.promoted and final != d.version:
-            d.reason += f"; then v{final}, registered at the same time and better, became {champion_alias}"
-    return d
 
 
 def _register_and_gate(client: MlflowClient, model_uri: str, name: str, run, metric_key: str, chal_metric: float,
                        chal_ts: str | None, lower_is_better: bool, challenger_alias: str, champion_alias: str,
-                       allow_test_set_change: bool, timeout_s: float, description: str | None):
-    """Create (or reuse) the version, run the gate, move the aliases, record the decision (the
-    steps of :func:`register_and_promote` that the promotion guard serializes); returns
-    ``(PromotionDecision, the champion's test set before)``."""
+                       allow_test_set_change: bool, timeout_s: float, description: str | None,
+                       turn=None) -> PromotionDecision:
+    """Create (or reuse) the version, wait for its ``turn`` (version order on server stores), run
+    the gate, move the aliases, record the decision: the steps of :func:`register_and_promote`
+    that the promotion guard serializes."""
     run_id = run.info.run_id
-    mv = _registered_version(client, name, run_id) or _create_version(client, model_uri, name, run_id, timeout_s,
-                                                                      description)
+    reused = _registered_version(client, name, run_id)
+    mv = reused or _create_version(client, model_uri, name, run_id, timeout_s, description)
     version = int(mv.version)
+    if turn is not None:
+        try:
+            turn(version)
+        except promotion_guard.PromotionLockTimeout as e:
+            if reused is None:  # ours: recorded as a failed registration, never left half
+                _roll_back(client, name, version, [], f"wait for turn: {e}")
+                raise RegistrationError(f"{e}. Version tagged {TAG_STATUS}=failed; no alias moved.") from None
+            raise
     moved: list[tuple[str, object]] = []  # (alias, previous ModelVersion or None)
     step = "read current aliases"
     try:
@@ -336,7 +336,7 @@ def _register_and_gate(client: MlflowClient, model_uri: str, name: str, run, met
         champion_metric=None if champ_metric is None else float(champ_metric),
         champion_version_before=champ_version, reason=reason, metric_key=metric_key,
         comparable=comparable, test_set_id=chal_ts,
-    ), champ_ts
+    )
 
 
 def _roll_back(client: MlflowClient, name: str, version: int, moved, error: str) -> None:
