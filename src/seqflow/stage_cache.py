@@ -91,13 +91,41 @@ def family_source(module: str) -> str | None:
     return spec.origin if spec.origin and spec.origin.endswith(".py") else None
 
 
+@functools.lru_cache(maxsize=1)
+def library_versions() -> tuple[str, ...]:
+    """``("name==version", ...)``, sorted: Python's ``major.minor`` and the installed version of
+    every dependency seqflow's distribution declares (extras such as ``test`` left out; one not
+    installed reads ``name==missing``). Empty when seqflow is not installed as a distribution."""
+    import sys
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    try:
+        declared = requires("seqflow") or []
+    except PackageNotFoundError:
+        return ()
+    out = {f"python=={sys.version_info.major}.{sys.version_info.minor}"}
+    for line in declared:
+        req = Requirement(line)
+        if req.marker is not None and "extra" in str(req.marker):
+            continue
+        try:
+            out.add(f"{req.name.lower()}=={version(req.name)}")
+        except PackageNotFoundError:
+            out.add(f"{req.name.lower()}==missing")
+    return tuple(sorted(out))
+
+
 @functools.lru_cache(maxsize=None)
 def code_version(family_module: str = "") -> str:
     """The code fingerprint in every cache key: ``sha256:<hex>`` over seqflow's source files
-    (:data:`PACKAGE_ROOT`, :func:`tree_fingerprint`) and, when ``family_module`` (``model.family``)
-    lives outside seqflow, the files of its package (:func:`family_source`). Computed once per
-    process and family (``code_version.cache_clear()`` after editing code in-process)."""
+    (:data:`PACKAGE_ROOT`, :func:`tree_fingerprint`), the versions of its libraries
+    (:func:`library_versions`) and, when ``family_module`` (``model.family``) lives outside
+    seqflow, the files of its package (:func:`family_source`). Computed once per process and
+    family (``code_version.cache_clear()`` after editing code in-process)."""
     h = hashlib.sha256(tree_fingerprint(PACKAGE_ROOT).encode())
+    h.update("\n".join(library_versions()).encode())
     source = family_source(family_module) if family_module else None
     if source:
         h.update(f"\n{family_module}\n{tree_fingerprint(Path(source), ('.py',))}".encode())

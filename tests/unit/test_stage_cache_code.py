@@ -1,6 +1,7 @@
 """The stage cache follows the code (issue 9): on a real Prefect ephemeral API, a cached stage is
 reused while nothing changed and runs again after one byte of fingerprinted source changes — in a
-model family module declared outside seqflow, and in (a temporary copy of) seqflow's own package."""
+model family module declared outside seqflow, in (a temporary copy of) seqflow's own package, and
+in the version of a library seqflow declares."""
 
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ SCRIPT = textwrap.dedent("""
     out["package_edited"] = pipe(cfg)
     (tmp / "seqflow_copy" / "NOTES.md").write_text("docs only"); stage_cache.code_version.cache_clear()
     out["docs_added"] = pipe(cfg)
+    installed = stage_cache.library_versions()      # an upgraded library, as after `pip install -U`
+    stage_cache.library_versions = lambda: tuple(sorted({*installed, "lightning==99.0.0"} - {
+        v for v in installed if v.startswith("lightning==")}))
+    stage_cache.code_version.cache_clear()
+    out["library_upgraded"] = pipe(cfg)
+    out["library_upgraded_same"] = pipe(cfg)
     print(json.dumps(out))
 """)
 
@@ -66,7 +73,8 @@ def test_a_source_byte_change_reruns_the_stage(tmp_path: Path) -> None:
                     ignore=shutil.ignore_patterns("__pycache__"))
     out = run_flow_script(SCRIPT, tmp_path)
     assert out == {"first": ["shard"], "same": [], "family_edited": ["shard"], "family_edited_again_same": [],
-                   "package_edited": ["shard"], "docs_added": []}, out
+                   "package_edited": ["shard"], "docs_added": [], "library_upgraded": ["shard"],
+                   "library_upgraded_same": []}, out
 
 
 def test_fingerprint_is_fast_and_ignores_caches(tmp_path: Path) -> None:
@@ -83,3 +91,16 @@ def test_fingerprint_is_fast_and_ignores_caches(tmp_path: Path) -> None:
     (copy / "README.md").write_text("docs")
     assert stage_cache.tree_fingerprint(copy) == before == stage_cache.tree_fingerprint(stage_cache.PACKAGE_ROOT)
     assert stage_cache.family_source("seqflow.families.ctc") is None   # inside the package fingerprint
+
+
+def test_library_versions_are_the_installed_versions_of_the_declared_dependencies() -> None:
+    import sys
+
+    import lightning
+    import torch
+
+    versions = stage_cache.library_versions()
+    assert f"torch=={torch.__version__}" in versions and f"lightning=={lightning.__version__}" in versions
+    assert f"python=={sys.version_info.major}.{sys.version_info.minor}" in versions
+    assert not any(v.startswith(("pytest==", "jsonschema==")) for v in versions)  # the test extra is left out
+    assert list(versions) == sorted(versions)
