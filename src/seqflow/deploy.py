@@ -159,13 +159,15 @@ def run_lock(cfgs: list[dict]) -> Iterator[None]:
     all). A lock left by a dead holder is taken over and that holder's runs marked
     (:func:`seqflow.fault_state.recover_stale`: MLflow KILLED, Prefect CRASHED). When the flow
     raises, this run's recorded MLflow runs are marked FAILED (KILLED for a signal); Prefect marks
-    the flow run itself. The lock is released on every exit.
+    the flow run itself. A stage still running ``flow.timeout_grace_s`` after its limit ends the
+    process (:func:`seqflow.stage_timeout.hard_exit_on_hang`: MLflow and Prefect FAILED, exit 124),
+    as under ``seqflow pipeline``. The lock is released on every exit.
 
     Raises:
         seqflow.lock.WorkdirLockedError: still held by a live process after the wait; one line
             naming the holder's pid, command, host and start time, and the wait.
     """
-    from seqflow import fault_state
+    from seqflow import fault_state, stage_timeout
     from seqflow import lock as workdir_lock
 
     if workdir_lock.active_lock() is not None:
@@ -181,11 +183,14 @@ def run_lock(cfgs: list[dict]) -> Iterator[None]:
     try:
         if stale:
             fault_state.recover_stale(stale)
-        try:
-            yield
-        except BaseException as e:
-            fault_state.mark_stopped({**lock.info, "prefect_flow_run_id": None}, e)  # Prefect marks its own run
-            raise
+        # a stage that does not return after its limit's interrupt ends this flow run's process, as
+        # under `seqflow pipeline`: its runs marked (Prefect too: it cannot mark a process that is gone)
+        with stage_timeout.hard_exit_on_hang(lambda err: (fault_state.mark_stopped(lock.info, err), lock.release())):
+            try:
+                yield
+            except BaseException as e:
+                fault_state.mark_stopped({**lock.info, "prefect_flow_run_id": None}, e)  # Prefect marks its own run
+                raise
     finally:
         lock.release()
 

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger("seqflow.pipeline")
 
@@ -176,12 +176,14 @@ def mark_stopped(info: dict, exc: BaseException) -> Stopped | None:
 SERVER_APP = "prefect.server.api.server:create_app"  # in the temporary server's command line
 
 
-def start_prefect_server() -> dict | None:
+def start_prefect_server(on_spawn: Callable[[dict], None] | None = None) -> dict | None:
     """Start Prefect's temporary (ephemeral) API server now, as the flow's first client would
     (same singleton, ``SubprocessASGIServer()``), and return its identity ``{"pid", "create_time",
     "port"}`` for the workdir lock record; None when ``PREFECT_API_URL`` names a server (nothing
     is started then). Recorded, it lets a next run stop the server a SIGKILLed holder left behind
-    (:func:`stop_stale_server`); a kill during the server's own start-up (seconds) is not covered."""
+    (:func:`stop_stale_server`). ``on_spawn(identity)`` is called as soon as the server process
+    exists, before its start-up (seconds) ends, so that a kill during the start-up is covered too
+    (it wraps Prefect's private ``_run_uvicorn_command``; without it, only after the start-up)."""
     import psutil
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
@@ -189,9 +191,23 @@ def start_prefect_server() -> dict | None:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         return None
     server = SubprocessASGIServer()
-    server.start()
-    pid = server.server_process.pid
-    return {"pid": pid, "create_time": psutil.Process(pid).create_time(), "port": server.port}
+
+    def identity(proc) -> dict:
+        return {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "port": server.port}
+
+    spawn = getattr(server, "_run_uvicorn_command", None)
+    if on_spawn is not None and callable(spawn) and not server.running:
+        def spawn_and_record():
+            proc = spawn()
+            on_spawn(identity(proc))
+            return proc
+        server._run_uvicorn_command = spawn_and_record
+    try:
+        server.start()
+    finally:
+        if spawn is not None:
+            server.__dict__.pop("_run_uvicorn_command", None)
+    return identity(server.server_process)
 
 
 def stop_stale_server(record: dict | None, hostname: str | None) -> bool:

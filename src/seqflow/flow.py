@@ -205,7 +205,7 @@ def _run_stages(cfgs: list[dict]) -> list[dict[str, Any]]:
     workdir_lock.record(prefect_flow_run_id=flow_run.id, mlflow_tracking_uri=base["tracking"]["tracking_uri"])
     prepare(base)
     report = validate(base)
-    data = version(base)
+    data = {**version(base), "validate": report}  # the counts go onto each training run
     summaries = []
     for cfg in cfgs:
         check_eval_sets(cfg)
@@ -289,8 +289,10 @@ def run_pipeline(overrides: list[str] | None = None, wait: bool = False,
         try:
             if stale:
                 fault_state.recover_stale(stale)
-            # started before the flow (which would start it) so that its pid is in the lock record
-            lock.record(prefect_server=fault_state.start_prefect_server())
+            # started before the flow (which would start it) so that its pid is in the lock record,
+            # from the moment it is spawned (a kill during its start-up leaves nothing running)
+            lock.record(prefect_server=fault_state.start_prefect_server(
+                on_spawn=lambda server: lock.record(prefect_server=server)))
             stage_cache.set_refresh(no_cache)
             try:
                 with stage_timeout.hard_exit_on_hang(lambda err: (fault_state.mark_stopped(lock.info, err),

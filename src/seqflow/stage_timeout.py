@@ -22,7 +22,8 @@ deadline it
    ``TimeoutError``: Prefect marks the task run ``TimedOut`` (Failed), the flow run fails, and
    :func:`seqflow.flow.run_pipeline` marks the MLflow runs FAILED (:mod:`seqflow.fault_state`);
 4. if the stage is still running ``flow.timeout_grace_s`` seconds later (blocked in C code that
-   ignores signals), ends the process (:func:`hard_exit_on_hang`, set by ``run_pipeline``): MLflow
+   ignores signals), ends the process (:func:`hard_exit_on_hang`, set by ``run_pipeline`` and,
+   for scheduled runs, by :func:`seqflow.deploy.run_lock`): MLflow
    runs FAILED, Prefect flow run FAILED, workdir lock released, the one line on stderr, child
    processes (local Ray, Prefect's temporary server) killed, exit status :data:`EXIT_TIMEOUT`.
 

@@ -88,6 +88,17 @@ def validate(cfg: DictConfig) -> dict:
     return report.counts()
 
 
+def validate_record(counts: dict) -> dict:
+    """What the validate stage found, for the training run (:func:`seqflow.tracking.artifacts.log_results`
+    keywords): metrics ``data/files_total``, ``data/files_valid``, ``data/quarantined``,
+    ``data/dropped`` (items the source dropped at prepare) and ``data/bad_fraction``; the counts per
+    reason as the JSON document ``data/validate.json``."""
+    metrics = {f"data/{name}": counts[key] for name, key in (("files_total", "total"), ("files_valid", "valid"),
+                                                             ("quarantined", "quarantined"), ("dropped", "dropped"),
+                                                             ("bad_fraction", "bad_fraction")) if key in counts}
+    return {"metrics": metrics, "documents": {"data/validate.json": counts}}
+
+
 def version(cfg: DictConfig) -> dict:
     """``dvc add`` + ``dvc push`` the corpus; returns ``{"md5", "git_commit", "dvc_file"}``."""
     from seqflow.data.dvc import git_commit, version_data
@@ -164,6 +175,8 @@ def train(cfg: DictConfig, shards: dict, data: dict, parent_run_id: str | None =
 
     lock.record(mlflow_run_id=run_id, mlflow_tracking_uri=str(cfg.tracking.tracking_uri))  # marked if killed
     try:
+        if data.get("validate"):
+            log_results(run_id, **validate_record(data["validate"]))
         log_examples(run_id, shards["index"]["train"])
         result = train_with_ray(cfg, run_id, experiment_name(cfg), Path(shards["index"]["train"]),
                                 Path(shards["index"]["val"]),

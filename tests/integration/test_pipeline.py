@@ -147,6 +147,11 @@ def _check_tracking(project: Path, server: MlflowServer, env: dict, tiny_overrid
     assert "eval.real_words_en.sha256" in run.data.tags
     assert "eval/real_noise/hours" not in run.data.metrics  # absent manifest: skipped
     assert run.data.metrics["train/samples_rank0"] == run.data.metrics["train/samples_rank1"] > 0
+    # what validate found, on the training run (no run exists yet when validate runs)
+    checked = json.loads(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/data/validate.json"))
+    assert run.data.metrics["data/files_total"] == checked["total"] > 0
+    assert run.data.metrics["data/quarantined"] == checked["quarantined"]
+    assert run.data.metrics["data/dropped"] == checked["dropped"] == 0 and checked["dropped_reasons"] == {}
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     assert "plots/det_curve.png" in artifacts
     examples = [a.path for a in client.list_artifacts(run.info.run_id, "examples")]

@@ -2,7 +2,7 @@
 a raising flow → MLflow FAILED / Prefect FAILED; SIGTERM → KILLED / CANCELLED and exit 143 (with
 local Ray up: its C++ handler's 3-s abort alarm no longer turns a slow clean-up into 134);
 SIGINT → exit 130; a SIGKILLed holder's record → KILLED / CRASHED, and the next holder stops the
-temporary Prefect server the dead one left running. Stage caching: same key reused, --no-cache re-runs, a cached
+temporary Prefect server the dead one left running, also one killed during the server's start-up. Stage caching: same key reused, --no-cache re-runs, a cached
 result pointing at a deleted run is not trusted."""
 
 from __future__ import annotations
@@ -161,3 +161,34 @@ def test_failed_and_terminated_and_killed_runs_leave_true_state(tmp_path: Path) 
     assert got["after"] == ["KILLED", "CRASHED"]  # marked by the next holder of the workdir lock
     log = (tmp_path / "read.err").read_text()
     assert f"pid {procs['sigkill'].pid}" in log and "marked KILLED" in log and "taking it over" in log
+
+
+KILLED_IN_STARTUP = textwrap.dedent("""
+    import os, signal, sys
+    from seqflow import fault_state, lock as workdir_lock
+    lock = workdir_lock.WorkdirLock(sys.argv[1], command="killed while Prefect's server starts")
+    lock.acquire()
+    def spawned(server):  # as flow.run_pipeline records it; then the OOM killer strikes at once
+        lock.record(prefect_server=server)
+        os.kill(os.getpid(), signal.SIGKILL)
+    fault_state.start_prefect_server(on_spawn=spawned)
+""")
+
+
+def test_a_kill_during_the_prefect_servers_start_up_leaves_it_recorded_and_the_next_holder_stops_it(
+        tmp_path: Path) -> None:
+    from seqflow import fault_state
+    from seqflow.lock import WorkdirLock, read_info
+
+    p = subprocess.Popen([sys.executable, "-c", KILLED_IN_STARTUP, str(tmp_path)], env=_env(tmp_path),
+                         start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.wait(120) == -signal.SIGKILL, p.stderr.read()[-3000:]
+        server = read_info(tmp_path)["prefect_server"]
+        assert server_alive(server)  # still starting or started, its parent gone
+        lock = WorkdirLock(tmp_path)
+        fault_state.recover_stale(lock.acquire())
+        lock.release()
+        assert not server_alive(server)
+    finally:
+        _killpg(p.pid)

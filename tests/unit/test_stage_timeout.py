@@ -2,7 +2,8 @@
 workdir lock: a stage past ``flow.timeouts.<stage>`` ends the flow FAILED with one line, its MLflow
 run FAILED and the lock released; a stage that cannot be interrupted (blocked with signals masked,
 as C code that never returns to the interpreter) ends the process after ``flow.timeout_grace_s``
-with the same true state and exit status 124."""
+with the same true state and exit status 124, also in a scheduled run (the flow takes the lock
+itself, :func:`seqflow.deploy.run_lock`, with no ``seqflow pipeline`` around it)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,39 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+SCHEDULED = textwrap.dedent("""
+    import json, signal, sys, time
+    import mlflow
+    from prefect import flow, task
+    from prefect.runtime import flow_run
+    from seqflow import lock as workdir_lock, stage_timeout
+    from seqflow.deploy import run_lock
+
+    workdir = sys.argv[1]
+    uri = f"sqlite:///{workdir}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("t")
+    cfgs = [{"workdir": workdir, "flow": {"lock_wait_s": 0, "timeouts": {"package": 1.0}, "timeout_grace_s": 2.0}}]
+
+    @task(name="package")
+    @stage_timeout.limited("package")
+    def package(cfg):  # signals masked: the interrupt never lands (like C code that ignores it)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        time.sleep(120)
+
+    @flow(name="scheduled")
+    def scheduled(cfgs):  # what the deployment's `pipeline` flow does: the lock, then the stages
+        with run_lock(cfgs):
+            run_id = client.create_run(exp).info.run_id
+            workdir_lock.record(prefect_flow_run_id=flow_run.id, mlflow_tracking_uri=uri, mlflow_run_id=run_id)
+            print(json.dumps({"run_id": run_id, "flow_run_id": str(flow_run.id)}), flush=True)
+            package(cfgs[0])
+
+    scheduled(cfgs)
+    print(json.dumps({"exit": "returned"}), flush=True)
+""")
+
+
 def _state(tmp: Path, run_id: str, flow_run_id: str) -> tuple[str, str, str]:
     """MLflow run status, Prefect flow run state type and its task runs' state names, read from the
     stores' own SQLite files (the Prefect server that wrote them is gone with its process)."""
@@ -126,3 +160,17 @@ def test_a_stage_past_its_limit_fails_the_flow_and_a_hung_one_ends_the_process(t
     assert len([x for x in proc.stderr.splitlines() if x.startswith("seqflow pipeline:")]) == 3  # one per case
     print(f"both cases in {time.monotonic() - t0:.1f} s; train stage to the flow's end "
           f"{ended['t'] - started['t']:.1f} s")
+
+
+def test_a_hung_stage_in_a_scheduled_run_ends_its_process_with_true_state(tmp_path: Path) -> None:
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    proc = subprocess.run([sys.executable, "-c", SCHEDULED, str(workdir)], capture_output=True, text=True,
+                          env=_env(tmp_path), timeout=300)
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert proc.returncode == 124 and len(lines) == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
+    assert "seqflow pipeline: stage 'package' exceeded flow.timeouts.package=1 s" in proc.stderr
+    assert "process ended" in proc.stderr
+    status, flow_state, _ = _state(tmp_path, lines[0]["run_id"], lines[0]["flow_run_id"])
+    assert (status, flow_state) == ("FAILED", "FAILED")
+    assert not (workdir / ".seqflow.lock").exists()
