@@ -210,6 +210,30 @@ def loopback_cluster():
 
 
 @pytest.mark.slow
+def test_train_stage_limit_ends_a_blocked_ray_train_run_on_a_joined_cluster(loopback_cluster: LoopbackCluster,
+                                                                            tmp_path: Path) -> None:
+    """The train stage's abort on a joined cluster, whose Ray Train processes run under the nodes'
+    raylets, not under the driver: this job's controller and worker on the driver's node are found
+    in the actor table and killed, the rank on the other node dies with its owner (the
+    controller), and the stage ends within seconds of its deadline (before: the ranks' 600 s)."""
+    from test_stage_timeout_ray import SCRIPT
+
+    cluster = loopback_cluster
+    cluster.start()
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), cluster.address], capture_output=True,
+                          text=True, timeout=400, env=cluster.env)
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    result = lines[-1]
+    assert result["error"] == "StageTimeoutError", result
+    assert "Ray Train run aborted: " in result["message"] and " worker process(es) killed" in result["message"]
+    assert result["ended_after_expiry_s"] < 30, result
+    assert result["ranks_alive"] == [] and result["children"] == [], result
+    assert cluster.programs("head") >= {"raylet", "gcs_server"}  # the cluster itself keeps running
+    print(result["message"], f"; ended {result['ended_after_expiry_s']} s after the deadline")
+
+
+@pytest.mark.slow
 def test_pipeline_spreads_ranks_over_two_nodes(loopback_cluster: LoopbackCluster, project: Path,
                                                tiny_overrides) -> None:
     from conftest import project_env

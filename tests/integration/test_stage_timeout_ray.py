@@ -4,7 +4,8 @@ StageTimeoutError within seconds, and no Ray Train controller or worker process 
 process of the local Ray the stage started.
 
 The deadline is reached with ``expire()`` (the watchdog's own expiry path) once both ranks run,
-so the test does not depend on how long Ray takes to start on a loaded box."""
+so the test does not depend on how long Ray takes to start on a loaded box. The same script on a
+joined two-node cluster: tests/integration/test_ray_cluster.py."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ SCRIPT = textwrap.dedent("""
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
         from seqflow.train.launcher import ray_session
-        cfg = OmegaConf.create({"ray": {"address": None, "num_cpus": 2}})
+        address = sys.argv[2] if len(sys.argv) > 2 else None  # a joined cluster's, or the local Ray
+        cfg = OmegaConf.create({"ray": {"address": address, "num_cpus": None if address else 2, "num_workers": 2,
+                                        "cpus_per_worker": 1, "use_gpu": False, "worker_group_timeout_s": 120}})
         with ray_session(cfg):
             TorchTrainer(loop, train_loop_config={"out": str(out)},
                          scaling_config=ScalingConfig(num_workers=2, use_gpu=False),

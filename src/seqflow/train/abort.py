@@ -3,11 +3,15 @@
 ``trainer.fit()`` waits in ``ray.get`` on the Ray Train controller actor, which owns the worker
 actors. Killing the controller's process makes that ``ray.get`` raise at once, and Ray kills the
 actors it owned (its workers) with it; the workers are killed here as well, so a rank blocked in
-a collective or in C code never trains on. Only processes that descend from this one are touched:
-the Ray Train run of this driver on a local Ray (the embedded default, started by the train
-stage or by the caller). A controller on a joined cluster runs under that node's raylet, not
-under this process: it stops when this driver disconnects or exits (Ray ends a job's actors
-with it), which the stage timeout's hard end guarantees (:mod:`seqflow.stage_timeout`).
+a collective or in C code never trains on. Only this driver's run is touched:
+
+* on a local Ray (the embedded default), the controller and worker processes that descend from
+  this process (:func:`ray_train_processes`);
+* on a joined cluster, where they run under the nodes' raylets: this job's ``TrainController``
+  and ``RayTrainWorker`` actors on this node, found in the cluster's actor table (GCS; no
+  dashboard needed) by job id, node id and pid (:func:`joined_cluster_processes`). Ray Train
+  places the controller on the driver's node, so it is always among them; workers on other nodes
+  die with it (an actor's owner takes the actors it created down with it).
 """
 
 from __future__ import annotations
@@ -39,13 +43,45 @@ def ray_train_processes() -> list:
             if _title(p).startswith((CONTROLLER_TITLE, WORKER_TITLE))]
 
 
+def joined_cluster_processes() -> list:
+    """This Ray job's live Ray Train controller and worker processes on this node of a joined
+    cluster (empty when Ray is not initialized or the actor table cannot be read). Read with
+    ``ray._private.state.actors`` (the GCS actor table; Ray's public state API needs the
+    dashboard, which seqflow turns off); each pid is checked against its process title."""
+    import psutil
+    import ray
+
+    if not ray.is_initialized():
+        return []
+    try:
+        from ray._private import state
+
+        ctx = ray.get_runtime_context()
+        job, node = ctx.get_job_id(), ctx.get_node_id()
+        actors = state.actors().values()
+    except Exception as e:  # noqa: BLE001 - a private API: the stage timeout's hard end remains
+        log.warning("cannot read the Ray actor table to abort this job's Ray Train run: %s: %s", type(e).__name__, e)
+        return []
+    procs = []
+    for a in actors:
+        if (a.get("JobID") != job or a.get("State") != "ALIVE" or (a.get("Address") or {}).get("NodeID") != node
+                or a.get("ActorClassName") not in ("TrainController", "RayTrainWorker") or not a.get("Pid")):
+            continue
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(int(a["Pid"]))
+            if _title(p).startswith((CONTROLLER_TITLE, WORKER_TITLE)):
+                procs.append(p)
+    return procs
+
+
 def abort_ray_train(wait_s: float = 5.0) -> str | None:
-    """SIGKILL this driver's local Ray Train controller and workers (:func:`ray_train_processes`)
-    and wait up to ``wait_s`` for them to go. Returns a short description for the timeout
-    message (None when there was no Ray Train run here)."""
+    """SIGKILL this driver's Ray Train controller and workers (:func:`ray_train_processes` on a
+    local Ray, else :func:`joined_cluster_processes`) and wait up to ``wait_s`` for them to go.
+    Returns a short description for the timeout message (None when there was no Ray Train run
+    here)."""
     import psutil
 
-    procs = ray_train_processes()
+    procs = ray_train_processes() or joined_cluster_processes()
     if not procs:
         return None
     controllers = sum(_title(p).startswith(CONTROLLER_TITLE) for p in procs)
