@@ -78,25 +78,10 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-SCHEDULED = textwrap.dedent("""
-    import json, signal, sys, time
-    import mlflow
-    from prefect import flow, task
-    from prefect.runtime import flow_run
-    from seqflow import lock as workdir_lock, stage_timeout
+# SCRIPT's stores and stages, then the flow as a deployment runs it: it takes the lock itself
+SCHEDULED = SCRIPT.split('@flow(name="limited")')[0] + textwrap.dedent("""
     from seqflow.deploy import run_lock
-
-    workdir = sys.argv[1]
-    uri = f"sqlite:///{workdir}/mlflow.db"
-    client = mlflow.MlflowClient(uri)
-    exp = client.create_experiment("t")
-    cfgs = [{"workdir": workdir, "flow": {"lock_wait_s": 0, "timeouts": {"package": 1.0}, "timeout_grace_s": 2.0}}]
-
-    @task(name="package")
-    @stage_timeout.limited("package")
-    def package(cfg):  # signals masked: the interrupt never lands (like C code that ignores it)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-        time.sleep(120)
+    cfgs = [{"workdir": workdir, "flow": {**cfg["flow"], "lock_wait_s": 0}}]
 
     @flow(name="scheduled")
     def scheduled(cfgs):  # what the deployment's `pipeline` flow does: the lock, then the stages
