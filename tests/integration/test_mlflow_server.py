@@ -38,15 +38,21 @@ MODEL_CFG = {
 }
 
 
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    """A healthy server; MLFLOW_TRACKING_URI points at it (the config follows), restored after."""
-    with MlflowServer(tmp_path / "server") as srv:
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """One healthy server for this module's tests (each uses its own experiments and models)."""
+    with MlflowServer(tmp_path_factory.mktemp("mlflow") / "server") as srv:
         srv.wait_healthy(120)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", srv.url)
-        monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
         yield srv
-        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def server(mlflow_server, monkeypatch):
+    """The server; MLFLOW_TRACKING_URI points at it (the config follows), restored after."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    yield mlflow_server
+    mlflow.set_tracking_uri(None)
 
 
 def test_runs_models_and_versions_go_through_the_server(server, tmp_path, monkeypatch) -> None:
