@@ -195,18 +195,19 @@ def start_prefect_server(on_spawn: Callable[[dict], None] | None = None) -> dict
     def identity(proc) -> dict:
         return {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "port": server.port}
 
-    spawn = getattr(server, "_run_uvicorn_command", None)
-    if on_spawn is not None and callable(spawn) and not server.running:
+    spawn = getattr(server, "_run_uvicorn_command", None) if on_spawn is not None and not server.running else None
+    if spawn is None:
+        server.start()
+    else:
         def spawn_and_record():
             proc = spawn()
             on_spawn(identity(proc))
             return proc
-        server._run_uvicorn_command = spawn_and_record
-    try:
-        server.start()
-    finally:
-        if spawn is not None:
-            server.__dict__.pop("_run_uvicorn_command", None)
+        server._run_uvicorn_command = spawn_and_record  # for this start only
+        try:
+            server.start()
+        finally:
+            del server._run_uvicorn_command
     return identity(server.server_process)
 
 
